@@ -1,0 +1,50 @@
+"""The ``kpkeys-sim`` command.
+
+Each subcommand lives in its own module of this package and is attached to
+the :data:`main` group here.  Errors of the tool (:class:`ToolError`, click
+usage errors) print one line to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from kpkeys_sim import __version__
+from kpkeys_sim.cli.arch_cmd import arch
+from kpkeys_sim.cli.run_cmd import run
+from kpkeys_sim.errors import ToolError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kpkeys-sim")
+def cli() -> None:
+    """kpkeys-sim: an executable model of pkeys-based kernel hardening."""
+
+
+cli.add_command(run)
+cli.add_command(arch)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI, turning tool errors into one line and exit status 2."""
+    try:
+        rv = cli.main(args=argv, prog_name="kpkeys-sim", standalone_mode=False)
+    except ToolError as exc:
+        click.echo(f"kpkeys-sim: error: {exc}", err=True)
+        sys.exit(ToolError.exit_status)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message() if hasattr(exc, "format_message") else str(exc))
+        sys.exit(0)
+    except click.UsageError as exc:
+        click.echo(f"kpkeys-sim: error: {exc.format_message()}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("kpkeys-sim: aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    sys.exit(rv if isinstance(rv, int) else 0)
