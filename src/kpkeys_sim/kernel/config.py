@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from kpkeys_sim.errors import ToolError
 
-__all__ = ["KernelConfig", "config_docs", "load_config", "config_from_mapping"]
+__all__ = ["KernelConfig", "config_docs", "config_from_mapping", "load_config"]
 
 GiB = 1 << 30
 

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "DSB",
     "EVENT_KINDS",
     "ISB",
     "PKEY_REG_WRITE",
@@ -74,7 +75,9 @@ def declare_event(name: str, description: str, layer: str) -> str:
 
 # Hardware events (machine layer).
 PKEY_REG_WRITE = declare_event(
-    "pkey_reg_write", "write of the per-CPU pkey register (MSR POR_EL1 / WRMSR IA32_PKRS)", "machine"
+    "pkey_reg_write",
+    "write of the per-CPU pkey register (MSR POR_EL1 / WRMSR IA32_PKRS)",
+    "machine",
 )
 ISB = declare_event("isb", "context synchronisation barrier (ISB)", "machine")
 TLBI_VA = declare_event("tlbi_va", "TLB invalidation of one VA (TLBI VA*E1IS / INVLPG)", "machine")
@@ -83,6 +86,7 @@ TLBI_ALL = declare_event("tlbi_all", "TLB invalidation of everything (TLBI VMALL
 PT_WRITE = declare_event(
     "pt_write", "page-table entries written through the linear-map alias", "machine"
 )
+DSB = declare_event("dsb", "data synchronisation barrier (DSB ISH/ISHST)", "machine")
 TRANSLATION_MISS = declare_event("translation_miss", "TLB miss that needed a table walk", "machine")
 WALK_ACCESS = declare_event("walk_access", "memory access made by the table walker", "machine")
 

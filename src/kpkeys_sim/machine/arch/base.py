@@ -18,6 +18,8 @@ Adding an architecture is one new module plus one import line in
 
 from __future__ import annotations
 
+import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,13 +27,19 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ACCESS_KINDS",
+    "HEX_RE",
     "RESULTS",
-    "PkeyArch",
     "Perm",
+    "PkeyArch",
     "Verdict",
     "arch_names",
+    "field_choice",
+    "field_hex",
+    "field_int",
+    "field_null",
     "get_arch",
     "register_arch",
+    "shown_json",
 ]
 
 #: Access kinds: load, store, instruction fetch, read-modify-write (atomic).
@@ -115,15 +123,15 @@ class PkeyArch(ABC):
     #: return).  False if it is ordered for later accesses by itself (x86
     #: WRPKRU, and WRMSR IA32_PKRS per the PKS series).
     reg_write_needs_sync: ClassVar[bool]
-    #: Number of translation levels of the modelled kernel tables for each
-    #: supported page size (bytes -> levels), e.g. {4096: 4, 16384: 4, 65536: 3}.
+    #: Translation levels of the modelled kernel tables per supported page
+    #: size (bytes -> levels), e.g. {4096: 4, 16384: 4, 65536: 3}.
     page_sizes: ClassVar[Mapping[int, int]]
 
     # --- pkey register encoding -------------------------------------------------
 
     @abstractmethod
     def reg_get_perm(self, reg: int, pkey: int) -> Perm:
-        """Rights granted to ``pkey`` by register value ``reg`` (reserved encodings grant nothing)."""
+        """Rights ``reg`` grants to ``pkey`` (reserved encodings grant nothing)."""
 
     @abstractmethod
     def reg_set_perm(self, reg: int, pkey: int, perm: Perm) -> int:
@@ -165,6 +173,51 @@ class PkeyArch(ABC):
     @abstractmethod
     def verdict_json(self, verdict: Verdict) -> dict[str, str]:
         """The ``arch check`` output object for a verdict (syndrome under the arch's key)."""
+
+
+# --- ``arch check`` field validators (shared by the architecture modules) ----------------
+# Each raises ``ValueError(field, message)`` so the CLI can name the field and line.
+
+HEX_RE = re.compile(r"0x[0-9A-Fa-f]+")
+
+
+def shown_json(value: Any) -> str:
+    """``value`` as it appeared in the JSON input, for error messages."""
+    return json.dumps(value)
+
+
+def field_int(obj: Mapping[str, Any], name: str, lo: int, hi: int) -> int:
+    """Integer field ``name`` in ``lo..hi`` (JSON booleans are not integers here)."""
+    value = obj[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        want = f"{lo} or {hi}" if hi == lo + 1 else f"an integer {lo}..{hi}"
+        raise ValueError(name, f"must be {want}, got {shown_json(value)}")
+    return value
+
+
+def field_hex(obj: Mapping[str, Any], name: str, bits: int) -> int:
+    """Hex-string field ``name`` ("0x...") of at most ``bits`` bits."""
+    value = obj[name]
+    if not isinstance(value, str) or not HEX_RE.fullmatch(value) or int(value, 16) >> bits:
+        raise ValueError(
+            name, f'must be a hex string "0x..." of at most {bits} bits, got {shown_json(value)}'
+        )
+    return int(value, 16)
+
+
+def field_choice(obj: Mapping[str, Any], name: str, choices: tuple[str, ...]) -> str:
+    """String field ``name`` that must be one of ``choices``."""
+    value = obj[name]
+    if not isinstance(value, str) or value not in choices:
+        listed = ", ".join(f'"{c}"' for c in choices)
+        raise ValueError(name, f"must be one of {listed}, got {shown_json(value)}")
+    return value
+
+
+def field_null(obj: Mapping[str, Any], name: str, why: str) -> None:
+    """Field ``name`` must be JSON null (because of ``why``)."""
+    if obj[name] is not None:
+        raise ValueError(name, f"must be null when {why}, got {shown_json(obj[name])}")
 
 
 _REGISTRY: dict[str, type[PkeyArch]] = {}
