@@ -86,3 +86,24 @@ def test_context_switch_saves_and_restores_per_thread_value() -> None:
     cpu.context_switch(a)
     assert cpu.pkey_reg_effective == PGTABLES
     assert c.counts[ISB] == 3
+
+
+def test_x86_entry_and_switch_need_no_isb() -> None:
+    """On x86 the register write on entry and on switch is not followed by an ISB."""
+    m, c = _cpu("x86")
+    cpu = m.cpus[0]
+    cpu.write_pkey_reg(0x8)
+    c.reset()
+    cpu.exception_entry(reset_to=0x0)
+    cpu.exception_return()
+    cpu.context_switch(HwThread("t", pkey_reg=0x4))
+    assert c.counts[ISB] == 0 and c.counts[PKEY_REG_WRITE] == 3
+
+
+def test_unmanaged_exception_leaves_the_register_alone() -> None:
+    """Without a reset value (no pkeys) neither entry nor return writes the register."""
+    m, c = _cpu()
+    cpu = m.cpus[0]
+    cpu.exception_entry(reset_to=None)
+    cpu.exception_return()
+    assert c.counts[PKEY_REG_WRITE] == 0

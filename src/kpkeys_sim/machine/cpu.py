@@ -98,7 +98,8 @@ class CPU:
         self.ttbr0 = 0
         self.ttbr1 = 0
         self.asid = 0
-        self.exception_stack: list[int] = []
+        # (saved pkey register, whether the entry path manages it) per nesting level
+        self.exception_stack: list[tuple[int, bool]] = []
         self.current: HwThread | None = None
 
     # --- the pkey registers ----------------------------------------------------------
@@ -147,24 +148,32 @@ class CPU:
     def exception_entry(self, reset_to: int | None) -> None:
         """Take an exception to EL1 from EL1 (kpkeys v5 07/18 ``kernel_entry``).
 
-        Entry is context-synchronising.  The current pkey register is saved
-        (``pt_regs.por_el1``); if ``reset_to`` is given and differs from it,
-        the register is written with ``reset_to`` and an ISB follows (the ISB
-        is skipped when the value is already the default).
+        Entry is context-synchronising.  With ``reset_to`` given (the kernel's
+        entry path manages the register: the CPU has pkeys), the current value
+        is saved (``pt_regs.por_el1``) and, if it differs from ``reset_to``, the
+        register is written with ``reset_to`` followed by an ISB where the
+        architecture needs one (skipped when the value is already the
+        default).  With ``reset_to`` None the register is left alone and
+        :meth:`exception_return` will not touch it either.
         """
         self._synchronise()
         saved = self._pkey_reg
-        self.exception_stack.append(saved)
+        self.exception_stack.append((saved, reset_to is not None))
         if reset_to is not None and saved != reset_to:
             self.write_pkey_reg(reset_to)
-            self.isb()
+            if self.sync_needed:
+                self.isb()
 
     def exception_return(self) -> None:
-        """Return from the exception: restore the saved value; ERET synchronises (no ISB)."""
+        """Return from the exception: restore the saved value; ERET synchronises (no ISB).
+
+        The register is written back only if the entry path managed it.
+        """
         if not self.exception_stack:
             raise RuntimeError(f"CPU{self.cpu_id}: exception return with no exception taken")
-        saved = self.exception_stack.pop()
-        self.write_pkey_reg(saved)
+        saved, managed = self.exception_stack.pop()
+        if managed:
+            self.write_pkey_reg(saved)
         self._synchronise()
 
     def in_interrupt(self) -> bool:
@@ -177,7 +186,8 @@ class CPU:
         """Switch to ``nxt`` (``permission_overlay_switch``, kpkeys v5 08/18).
 
         Save the current register into the outgoing thread; write the incoming
-        thread's value and ISB only if it differs.
+        thread's value, with an ISB where the architecture needs one, only if
+        it differs.
         """
         cur = self._pkey_reg
         if self.current is not None:
@@ -185,7 +195,8 @@ class CPU:
             self.current.user_pkey_reg = self._user_pkey_reg
         if nxt.pkey_reg != cur:
             self.write_pkey_reg(nxt.pkey_reg)
-            self.isb()
+            if self.sync_needed:
+                self.isb()
         if nxt.user_pkey_reg != self._user_pkey_reg:
             self.write_user_pkey_reg(nxt.user_pkey_reg)
         self.current = nxt
