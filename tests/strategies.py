@@ -117,3 +117,61 @@ def x86_states(draw: st.DrawFn, **fixed: Any) -> dict[str, Any]:
     }
     _pin(draw, state, fixed)
     return state
+
+
+# ---------------------------------------------------------------------------
+# kernel/mm allocators
+# ---------------------------------------------------------------------------
+
+from kpkeys_sim.kernel.mm import gfp as _gfp  # noqa: E402  (section-local import)
+
+__all__ += [  # each section extends the export list
+    "buddy_orders",
+    "gfp_masks",
+    "kmalloc_sizes",
+    "memblock_layouts",
+    "slab_object_sizes",
+]
+
+#: A buddy allocation order, biased to small orders as real workloads are.
+buddy_orders = st.one_of(st.integers(0, 2), st.integers(0, 6))
+
+#: A GFP mask: a common base (GFP_KERNEL/ATOMIC/NOWAIT) plus optional modifier bits.
+gfp_masks = st.builds(
+    lambda base, extra: base | extra,
+    st.sampled_from((_gfp.GFP_KERNEL, _gfp.GFP_ATOMIC, _gfp.GFP_NOWAIT, _gfp.GFP_PGTABLE_USER)),
+    st.sampled_from((0, _gfp.__GFP_ZERO, _gfp.__GFP_NOWARN, _gfp.__GFP_ACCOUNT)),
+)
+
+#: A kmalloc request size, 1 byte to two 4K pages (every 4K kmalloc cache).
+kmalloc_sizes = st.one_of(st.integers(1, 256), st.integers(1, 8192))
+
+#: An object size for kmem_cache_create (1 byte to 5000 bytes).
+slab_object_sizes = st.integers(1, 5000)
+
+
+@st.composite
+def memblock_layouts(
+    draw: st.DrawFn, page_size: int = 4096, max_pages: int = 4096
+) -> dict[str, Any]:
+    """Memory and reserved ranges (bytes) for memblock, inside ``[base, base + max_pages pages)``.
+
+    Returns ``{"base", "nr_pages", "memory": [(base, size)], "reserved": [(base, size)]}``.
+    Memory ranges are page aligned (they may touch or overlap); reserved ranges
+    are arbitrary byte ranges inside the window, so page rounding is exercised.
+    """
+    base = 0x4000_0000
+    span = max_pages * page_size
+    n_mem = draw(st.integers(1, 4))
+    memory = []
+    for _ in range(n_mem):
+        start = draw(st.integers(0, max_pages - 1))
+        length = draw(st.integers(1, max_pages - start))
+        memory.append((base + start * page_size, length * page_size))
+    n_res = draw(st.integers(0, 6))
+    reserved = []
+    for _ in range(n_res):
+        start = draw(st.integers(0, span - 1))
+        length = draw(st.integers(1, min(span - start, 64 * page_size)))
+        reserved.append((base + start, length))
+    return {"base": base, "nr_pages": max_pages, "memory": memory, "reserved": reserved}
