@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP_RUN  := $(VENV)/.installed-run
 STAMP_DEV  := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench clean
+.PHONY: run test lint typecheck pytest bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(STAMP_RUN): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP_DEV): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	touch $@ $(STAMP_RUN)
 
 run: $(STAMP_RUN)
@@ -35,7 +35,11 @@ pytest: $(STAMP_DEV)
 	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
 	 if [ $$rc -eq 5 ]; then echo 'pytest: no tests collected (exit 5)'; exit 0; fi; exit $$rc
 
-test: lint typecheck pytest
+# The report test renders report.html in Debian's headless Chromium; install it when missing.
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: chromium lint typecheck pytest
 
 bench: $(STAMP_DEV)
 	$(BIN)/python bench/run_all.py $(ARGS)

@@ -13,7 +13,12 @@ import click
 
 from kpkeys_sim import __version__
 from kpkeys_sim.cli.arch_cmd import arch
+from kpkeys_sim.cli.attack_cmd import attack
+from kpkeys_sim.cli.bench_cmd import bench
+from kpkeys_sim.cli.kunit_cmd import kunit
+from kpkeys_sim.cli.report_cmd import report
 from kpkeys_sim.cli.run_cmd import run
+from kpkeys_sim.cli.sweep_cmd import sweep
 from kpkeys_sim.errors import ToolError
 
 __all__ = ["cli", "main"]
@@ -27,6 +32,11 @@ def cli() -> None:
 
 cli.add_command(run)
 cli.add_command(arch)
+cli.add_command(bench)
+cli.add_command(attack)
+cli.add_command(kunit)
+cli.add_command(sweep)
+cli.add_command(report)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,7 +11,7 @@ once per page (the pkey is per page, so one check per page is exact).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 
@@ -73,6 +73,9 @@ class Machine:
         self.tlbs = [TLB(self.geometry.leaf_shifts) for _ in range(nr_cpus)]
         self.page_size = page_size
         self.page_shift = self.geometry.page_shift
+        #: Optional stage-2 permission check ``(cpu, va, pa, access, el) -> None`` that may
+        #: raise; consulted by :meth:`translate` after the stage-1 check (None: no stage 2).
+        self.stage2: Callable[[CPU, int, int, str, int], None] | None = None
 
     @property
     def fmt(self) -> str:
@@ -147,7 +150,10 @@ class Machine:
             el = cpu.el
         e = self.lookup(cpu, va, access, el)
         self.check(cpu, e, va, access, el, unprivileged)
-        return e.oa_base + (va & ((1 << e.size_shift) - 1))
+        pa = e.oa_base + (va & ((1 << e.size_shift) - 1))
+        if self.stage2 is not None:
+            self.stage2(cpu, va, pa, access, el)
+        return pa
 
     def check(
         self, cpu: CPU, e: TlbEntry, va: int, access: str, el: int, unprivileged: bool = False

@@ -197,6 +197,7 @@ class BuddyAllocator:
         "init_on_alloc",
         "init_on_free",
         "instruments",
+        "kasan_hooks",
         "managed_pages",
         "max_order",
         "mem_map",
@@ -239,6 +240,11 @@ class BuddyAllocator:
         self.init_on_alloc = bool(init_on_alloc)
         self.init_on_free = bool(init_on_free)
         self.nr_zeroed_pages = 0
+        #: Optional KASAN/MTE hooks ``(unpoison(pfn, order, gfp), poison(pfn, order))`` run by
+        #: ``post_alloc_hook`` and ``free_pages_prepare`` (security layer; None: no KASAN).
+        self.kasan_hooks: (
+            tuple[Callable[[int, int, int], None], Callable[[int, int], None]] | None
+        ) = None
         self.nr_alloc_failures = 0
         self.warnings: deque[str] = deque(maxlen=64)
         self.name = name
@@ -544,6 +550,8 @@ def _prep_new_page(zone: BuddyAllocator, pfn: int, order: int, gfp: int) -> None
         mm.flags[i] = mm.flags.item(i) | _HEAD
         mm.compound_order[i] = order
         mm.flags[i + 1 : i + n] |= np.uint32(_TAIL)
+    if zone.kasan_hooks is not None:
+        zone.kasan_hooks[0](pfn, order, gfp)  # kasan_unpoison_pages()
 
 
 # ---------------------------------------------------------------------------
@@ -603,6 +611,8 @@ def alloc_page(zone: BuddyAllocator, gfp: int) -> int | None:
 
 def _free_checked(zone: BuddyAllocator, pfn: int, order: int) -> None:
     """Free a block that passed :func:`_check_free_range`: clear, merge, account."""
+    if zone.kasan_hooks is not None:
+        zone.kasan_hooks[1](pfn, order)  # kasan_poison_pages()
     _prepare_free(zone, pfn, order)
     __free_one_page(zone, pfn, order)
     zone.nr_free += 1 << order

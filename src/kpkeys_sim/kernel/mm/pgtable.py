@@ -1,0 +1,789 @@
+"""Page-table write, read and walk helpers (arm64 ``asm/pgtable.h``, ``asm/pgalloc.h``).
+
+Every store to a page-table page goes through one of the writers below, and
+every writer stores with :meth:`Machine.store_pt_entries` on ``k.cpu`` through
+the pointer it is given — the kernel VA of the entry, i.e. the page's
+linear-map alias for tables from the page allocator or memblock, the kernel
+image alias for ``swapper_pg_dir`` and the static image tables, or a fixmap
+slot while ``__create_pgd_mapping`` runs (exactly the aliases the kernel
+writes through).  The MMU checks that alias with the CPU's live pkey register:
+there is no side door.
+
+Guards (spec kpkeys-series.md §3.5).  Each helper enters
+``with k.pgtables_guard(k):`` around exactly the scope v5 15/18 guards:
+
+==============================  ==============================================
+``__set_pte_nosync`` (so        the single store
+``__set_pte``, ``set_ptes``)
+``set_pmd``/``set_pud``         store + the DSB/ISB after it
+``set_p4d``/``set_pgd``         store + ``queue_pte_barriers()``; the
+                                ``set_swapper_pgd`` early-return path is *not*
+                                guarded
+``ptep_test_and_clear_young``   the whole cmpxchg loop
+``ptep_get_and_clear``          the xchg
+``ptep_set_wrprotect``          the whole loop
+``pmdp_establish``              the xchg
+``ptep_set_access_flags``       from after the ``pte_same`` early return
+==============================  ==============================================
+
+Atomics.  The model is sequential, so a cmpxchg loop succeeds first time: it
+is one checked load and one checked store (a read-modify-write faults as a
+write, which is what a failing ``cmpxchg``/``xchg`` on a read-only page
+reports).
+
+Barriers (v6.16 "arm64/mm: Batch barriers when updating kernel mappings").
+``__set_pte`` of a valid kernel entry, ``set_pmd``/``set_pud`` of a valid
+entry and ``set_p4d`` call :func:`queue_pte_barriers`: DSB+ISB now, or — when
+lazy MMU mode is active (``k.lazy_mmu_active(k)``, installed by
+``kernel/mm/lazy_mmu``; absent means never) — set ``TIF_LAZY_MMU_PENDING`` on
+``current`` so ``arch_leave_lazy_mmu_mode`` emits them once.
+
+Bulk helpers.  ``set_ptes_array``, ``__set_ptes_nosync_array``,
+``pte_clear_array``, ``ptep_get_and_clear_array``,
+``ptep_set_wrprotect_array`` and ``set_pmd_array`` write many consecutive
+entries of one table with ONE guard and ONE permission check (the pkey is per
+page, so this is exact), then call ``k.pgtables_guard_repeat(k, n - 1)`` so
+the guard round trips the kernel makes per entry are still counted; barrier
+pairs are counted per entry too (one real DSB+ISB, the others emitted as
+counts).
+
+Walks.  Pointers are kernel VAs of entries.  ``*_offset`` load the parent
+entry with a checked load and return ``__va(table) + index * 8``; a folded
+level returns the pointer it was given (``include/asm-generic/pgtable-nop4d.h``,
+``-nopud.h``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from kpkeys_sim.kernel.arch.arm64_pgtable import (
+    FIX_PGD,
+    FIX_PMD,
+    FIX_PTE,
+    FIX_PUD,
+    FIXMAP_PAGE_CLEAR,
+    FIXMAP_PAGE_NORMAL,
+    P4D_TABLE_AF,
+    P4D_TABLE_PXN,
+    P4D_TABLE_UXN,
+    P4D_TYPE_TABLE,
+    PMD_TABLE_AF,
+    PMD_TABLE_PXN,
+    PMD_TABLE_UXN,
+    PMD_TYPE_TABLE,
+    PTE_ADDR_MASK,
+    PTE_AF,
+    PTE_DIRTY,
+    PTE_RDONLY,
+    PTE_USER,
+    PTE_UXN,
+    PTE_VALID,
+    PTE_WRITE,
+    PUD_TABLE_AF,
+    PUD_TABLE_PXN,
+    PUD_TABLE_UXN,
+    PUD_TYPE_TABLE,
+    pmd_bad,
+    pmd_leaf,
+    pmd_none,
+    pmd_present,
+    pmd_valid,
+    pte_mkold,
+    pte_valid_not_user,
+    pte_wrprotect,
+    pte_young,
+    ptes_wrprotect,
+    pud_valid,
+)
+from kpkeys_sim.kernel.errors import KernelBug
+from kpkeys_sim.kernel.kernel import Kernel
+from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_kernel_range, flush_tlb_page
+from kpkeys_sim.kernel.sched import TIF_LAZY_MMU_PENDING, current, set_thread_flag
+from kpkeys_sim.machine.events import DSB, ISB
+
+if TYPE_CHECKING:
+    from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
+
+__all__ = [
+    "__p4d_populate",
+    "__pgd_populate",
+    "__pmd_populate",
+    "__pte_clear",
+    "__ptep_get",
+    "__pud_populate",
+    "__set_fixmap",
+    "__set_pte",
+    "__set_pte_complete",
+    "__set_pte_nosync",
+    "__set_ptes_nosync_array",
+    "clear_fixmap",
+    "emit_pte_barriers",
+    "fixmap_pte",
+    "in_swapper_pgdir",
+    "lazy_mmu_active",
+    "p4d_clear",
+    "p4d_clear_fixmap",
+    "p4d_offset",
+    "p4d_populate",
+    "p4d_set_fixmap_offset",
+    "p4dp_get",
+    "pgd_clear",
+    "pgd_clear_fixmap",
+    "pgd_offset",
+    "pgd_offset_k",
+    "pgd_offset_pgd",
+    "pgd_populate",
+    "pgd_set_fixmap",
+    "pgdp_get",
+    "pmd_clear",
+    "pmd_clear_fixmap",
+    "pmd_off_k",
+    "pmd_offset",
+    "pmd_populate",
+    "pmd_populate_kernel",
+    "pmd_set_fixmap",
+    "pmd_set_fixmap_offset",
+    "pmdp_establish",
+    "pmdp_get",
+    "pte_clear",
+    "pte_clear_array",
+    "pte_clear_fixmap",
+    "pte_offset_kernel",
+    "pte_offset_map",
+    "pte_set_fixmap",
+    "pte_set_fixmap_offset",
+    "ptep_get",
+    "ptep_get_and_clear",
+    "ptep_get_and_clear_array",
+    "ptep_get_array",
+    "ptep_set_access_flags",
+    "ptep_set_wrprotect",
+    "ptep_set_wrprotect_array",
+    "ptep_test_and_clear_young",
+    "pud_clear",
+    "pud_clear_fixmap",
+    "pud_offset",
+    "pud_populate",
+    "pud_set_fixmap",
+    "pud_set_fixmap_offset",
+    "pudp_get",
+    "queue_pte_barriers",
+    "set_fixmap_offset",
+    "set_p4d",
+    "set_pgd",
+    "set_pmd",
+    "set_pmd_array",
+    "set_pte",
+    "set_pte_at",
+    "set_ptes",
+    "set_ptes_array",
+    "set_pud",
+    "set_swapper_pgd",
+]
+
+U64Array = npt.NDArray[np.uint64]
+
+_ACCESS_KEEP = PTE_RDONLY | PTE_AF | PTE_WRITE | PTE_DIRTY
+
+
+# --- barriers and lazy MMU (asm/pgtable.h, v6.16) ------------------------------------------------
+
+
+def lazy_mmu_active(k: Kernel) -> bool:
+    """``is_lazy_mmu_mode_active()`` through the ``k.lazy_mmu_active`` hook (absent: False)."""
+    hook = getattr(k, "lazy_mmu_active", None)
+    return bool(hook(k)) if hook is not None else False
+
+
+def emit_pte_barriers(k: Kernel) -> None:
+    """``emit_pte_barriers()``: ``dsb(ishst); isb()``."""
+    k.machine.dsb()
+    k.cpu.isb()
+
+
+def _emit_pte_barriers_n(k: Kernel, n: int) -> None:
+    """``n`` back-to-back ``emit_pte_barriers()``: one real pair, the rest counted."""
+    if n <= 0:
+        return
+    emit_pte_barriers(k)
+    if n > 1:
+        k.machine.emit(DSB, n - 1)
+        k.machine.emit(ISB, n - 1)
+
+
+def queue_pte_barriers(k: Kernel) -> None:
+    """``queue_pte_barriers()``: defer to the end of the lazy MMU section, or emit now."""
+    if lazy_mmu_active(k):
+        set_thread_flag(current(k), TIF_LAZY_MMU_PENDING)
+    else:
+        emit_pte_barriers(k)
+
+
+def _queue_pte_barriers_n(k: Kernel, n: int) -> None:
+    if n <= 0:
+        return
+    if lazy_mmu_active(k):
+        set_thread_flag(current(k), TIF_LAZY_MMU_PENDING)
+    else:
+        _emit_pte_barriers_n(k, n)
+
+
+# --- reads ---------------------------------------------------------------------------------------
+
+
+def ptep_get(k: Kernel, ptep: int) -> int:
+    """``ptep_get(ptep)`` / ``__ptep_get``: a checked load of the entry."""
+    return k.machine.load_u64(k.cpu, ptep)
+
+
+__ptep_get = ptep_get
+pmdp_get = ptep_get
+pudp_get = ptep_get
+p4dp_get = ptep_get
+pgdp_get = ptep_get
+
+
+def ptep_get_array(k: Kernel, ptep: int, n: int) -> U64Array:
+    """A copy of ``n`` consecutive entries from ``ptep`` (one checked read of the page)."""
+    table = k.machine.load_table(k.cpu, ptep)
+    i = (ptep & (k.pgt.PAGE_SIZE - 1)) >> 3
+    if i + n > len(table):
+        raise ValueError(f"{n} entries at {ptep:#x} cross a page boundary")
+    return table[i : i + n].copy()
+
+
+# --- pte writers ---------------------------------------------------------------------------------
+
+
+def __set_pte_nosync(k: Kernel, ptep: int, pte: int) -> None:
+    """``__set_pte_nosync``: the guarded store, no barriers."""
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, ptep, pte)
+
+
+def __set_pte_complete(k: Kernel, pte: int) -> None:
+    """``__set_pte_complete``: barriers only for a valid kernel entry."""
+    if pte_valid_not_user(pte):
+        queue_pte_barriers(k)
+
+
+def __set_pte(k: Kernel, ptep: int, pte: int) -> None:
+    """``__set_pte``: ``__set_pte_nosync`` + ``__set_pte_complete``."""
+    __set_pte_nosync(k, ptep, pte)
+    __set_pte_complete(k, pte)
+
+
+def set_pte(k: Kernel, ptep: int, pte: int) -> None:
+    """``set_pte(ptep, pte)`` (arm64: ``__set_pte``)."""
+    __set_pte(k, ptep, pte)
+
+
+def __set_ptes_nosync_array(k: Kernel, ptep: int, values: U64Array) -> None:
+    """``len(values)`` × ``__set_pte_nosync`` on consecutive entries: one guard, one check."""
+    n = len(values)
+    if n == 0:
+        return
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, ptep, values)
+    if n > 1:
+        k.pgtables_guard_repeat(k, n - 1)
+
+
+def set_ptes_array(k: Kernel, ptep: int, values: U64Array) -> None:
+    """``len(values)`` × ``__set_pte`` on consecutive entries (bulk, exact accounting).
+
+    One guard and one permission check for the page; the ``n - 1`` other guard
+    round trips through ``k.pgtables_guard_repeat``; one barrier pair per valid
+    kernel entry (queued in lazy MMU mode).
+    """
+    __set_ptes_nosync_array(k, ptep, values)
+    if len(values):
+        sel = values & np.uint64(PTE_VALID | PTE_USER | PTE_UXN)
+        _queue_pte_barriers_n(k, int(np.count_nonzero(sel == np.uint64(PTE_VALID | PTE_UXN))))
+
+
+def set_ptes(k: Kernel, ptep: int, pte: int, nr: int) -> None:
+    """``set_ptes(mm, addr, ptep, pte, nr)``: ``nr`` entries, the pfn advancing by one each.
+
+    ``__set_ptes_anysz``: ``nr`` × ``__set_pte_nosync`` then one
+    ``__set_pte_complete`` of the last value.
+    """
+    if nr <= 0:
+        return
+    if nr == 1:
+        __set_pte(k, ptep, pte)
+        return
+    shift = np.uint64(k.pgt.PAGE_SHIFT)
+    values = np.uint64(pte) + (np.arange(nr, dtype=np.uint64) << shift)
+    __set_ptes_nosync_array(k, ptep, values)
+    __set_pte_complete(k, int(values[-1]))
+
+
+def set_pte_at(k: Kernel, mm: mm_struct, addr: int, ptep: int, pte: int) -> None:
+    """``set_pte_at(mm, addr, ptep, pte)``: ``set_ptes(..., 1)``."""
+    set_ptes(k, ptep, pte, 1)
+
+
+def __pte_clear(k: Kernel, ptep: int) -> None:
+    """``__pte_clear``: ``__set_pte(ptep, 0)``."""
+    __set_pte(k, ptep, 0)
+
+
+def pte_clear(k: Kernel, ptep: int) -> None:
+    """``pte_clear(mm, addr, ptep)``."""
+    __set_pte(k, ptep, 0)
+
+
+def pte_clear_array(k: Kernel, ptep: int, n: int) -> None:
+    """``n`` × ``pte_clear`` on consecutive entries (one guard, one check; accounting kept)."""
+    if n <= 0:
+        return
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, ptep, 0, n)
+    if n > 1:
+        k.pgtables_guard_repeat(k, n - 1)
+
+
+def ptep_get_and_clear(k: Kernel, ptep: int) -> int:
+    """``ptep_get_and_clear`` (``__ptep_get_and_clear_anysz``): guarded xchg with 0."""
+    m = k.machine
+    with k.pgtables_guard(k):
+        old = m.load_u64(k.cpu, ptep)
+        m.store_pt_entries(k.cpu, ptep, 0)
+    return old
+
+
+def ptep_get_and_clear_array(k: Kernel, ptep: int, n: int) -> U64Array:
+    """``n`` × ``ptep_get_and_clear`` on consecutive entries; returns the old values."""
+    if n <= 0:
+        return np.zeros(0, dtype=np.uint64)
+    with k.pgtables_guard(k):
+        old = ptep_get_array(k, ptep, n)
+        k.machine.store_pt_entries(k.cpu, ptep, 0, n)
+    if n > 1:
+        k.pgtables_guard_repeat(k, n - 1)
+    return old
+
+
+def ptep_set_wrprotect(k: Kernel, ptep: int) -> None:
+    """``ptep_set_wrprotect`` (``___ptep_set_wrprotect``): the guarded cmpxchg loop."""
+    m = k.machine
+    with k.pgtables_guard(k):
+        old = m.load_u64(k.cpu, ptep)
+        m.store_pt_entries(k.cpu, ptep, pte_wrprotect(old))
+
+
+def ptep_set_wrprotect_array(k: Kernel, ptep: int, mask: npt.NDArray[np.bool_]) -> None:
+    """``ptep_set_wrprotect`` on every entry ``ptep + 8*i`` with ``mask[i]`` true.
+
+    One guard and one check per run of consecutive selected entries; the guard
+    round trips of the other selected entries are counted through
+    ``k.pgtables_guard_repeat``.  Unselected entries are not written.
+    """
+    idx = np.flatnonzero(mask)
+    n = len(idx)
+    if n == 0:
+        return
+    old = ptep_get_array(k, ptep, int(idx[-1]) + 1)
+    new = ptes_wrprotect(old)
+    breaks = np.flatnonzero(np.diff(idx) != 1)
+    starts = np.concatenate(([0], breaks + 1))
+    ends = np.concatenate((breaks + 1, [n]))
+    m = k.machine
+    with k.pgtables_guard(k):
+        for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
+            lo, hi = int(idx[s]), int(idx[e - 1]) + 1
+            m.store_pt_entries(k.cpu, ptep + 8 * lo, new[lo:hi])
+    if n > 1:
+        k.pgtables_guard_repeat(k, n - 1)
+
+
+def ptep_test_and_clear_young(k: Kernel, ptep: int) -> bool:
+    """``ptep_test_and_clear_young`` (``__ptep_test_and_clear_young``): guarded loop; was young?"""
+    m = k.machine
+    with k.pgtables_guard(k):
+        old = m.load_u64(k.cpu, ptep)
+        m.store_pt_entries(k.cpu, ptep, pte_mkold(old))
+    return pte_young(old)
+
+
+def ptep_set_access_flags(
+    k: Kernel,
+    ptep: int,
+    entry: int,
+    dirty: bool,
+    vma: vm_area_struct | None = None,
+    address: int = 0,
+) -> bool:
+    """``__ptep_set_access_flags`` (arch/arm64/mm/fault.c).
+
+    Returns False without writing (and without the guard) when the entry is
+    already ``entry``.  Otherwise it ORs in the access flag, write and dirty
+    bits of ``entry`` keeping PTE_RDONLY the most permissive of the two, under
+    the guard (v5 15/18), and returns True.  With ``dirty`` the stale
+    read-only TLB entry is invalidated with ``flush_tlb_page(vma, address)``;
+    ``vma`` is then required.
+    """
+    m = k.machine
+    pte = m.load_u64(k.cpu, ptep)
+    if pte == entry:
+        return False
+    if dirty and vma is None:
+        raise ValueError("ptep_set_access_flags(dirty=True) needs the vma and address to flush")
+    ent = (entry & _ACCESS_KEEP) ^ PTE_RDONLY
+    with k.pgtables_guard(k):
+        val = ((pte ^ PTE_RDONLY) | ent) ^ PTE_RDONLY
+        m.store_pt_entries(k.cpu, ptep, val)
+    if dirty and vma is not None:
+        flush_tlb_page(k, vma, address)
+    return True
+
+
+def pmdp_establish(k: Kernel, vma: vm_area_struct | None, address: int, pmdp: int, pmd: int) -> int:
+    """``pmdp_establish(vma, address, pmdp, pmd)``: guarded xchg; returns the old entry."""
+    m = k.machine
+    with k.pgtables_guard(k):
+        old = m.load_u64(k.cpu, pmdp)
+        m.store_pt_entries(k.cpu, pmdp, pmd)
+    return old
+
+
+# --- upper-level writers -------------------------------------------------------------------------
+
+
+def in_swapper_pgdir(k: Kernel, addr: int) -> bool:
+    """``in_swapper_pgdir(addr)``: ``addr`` is in swapper_pg_dir's page (kernel-image alias)."""
+    sw = k.swapper_pg_dir
+    return sw != 0 and (addr & k.pgt.PAGE_MASK) == (sw & k.pgt.PAGE_MASK)
+
+
+def set_swapper_pgd(k: Kernel, pgdp: int, pgd: int) -> None:
+    """``set_swapper_pgd(pgdp, pgd)`` (arch/arm64/mm/mmu.c); not guarded.
+
+    While ``rodata_is_rw`` the entry is written through ``swapper_pg_dir``'s
+    kernel-image mapping, then ``dsb(ishst); isb()``.  After
+    ``mark_rodata_ro()`` it goes through the ``FIX_PGD`` fixmap slot
+    (``pgd_set_fixmap``/``pgd_clear_fixmap``, whose TLB flush orders it).
+    """
+    m = k.machine
+    if k.rodata_is_rw:
+        m.store_pt_entries(k.cpu, pgdp, pgd)
+        emit_pte_barriers(k)
+        return
+    fixmap_pgdp = pgd_set_fixmap(k, k.pgt.pa_symbol(pgdp))
+    m.store_pt_entries(k.cpu, fixmap_pgdp, pgd)
+    pgd_clear_fixmap(k)
+
+
+def set_pmd(k: Kernel, pmdp: int, pmd: int) -> None:
+    """``set_pmd(pmdp, pmd)``: guarded store, then (valid entry) ``queue_pte_barriers``."""
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, pmdp, pmd)
+        if pmd_valid(pmd):
+            queue_pte_barriers(k)
+
+
+def set_pmd_array(k: Kernel, pmdp: int, values: U64Array) -> None:
+    """``len(values)`` × :func:`set_pmd` on consecutive entries (one guard/check, exact counts)."""
+    n = len(values)
+    if n == 0:
+        return
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, pmdp, values)
+        _queue_pte_barriers_n(k, int(np.count_nonzero(values & np.uint64(PTE_VALID))))
+    if n > 1:
+        k.pgtables_guard_repeat(k, n - 1)
+
+
+def pmd_clear(k: Kernel, pmdp: int) -> None:
+    """``pmd_clear(pmdp)``: ``set_pmd(pmdp, 0)``."""
+    set_pmd(k, pmdp, 0)
+
+
+def set_pud(k: Kernel, pudp: int, pud: int) -> None:
+    """``set_pud(pudp, pud)``.
+
+    With the pud folded (64K, 3 levels) a pud entry lives in the pgd, so a
+    store into ``swapper_pg_dir`` goes through :func:`set_swapper_pgd`.
+    Otherwise: guarded store, then (valid entry) ``queue_pte_barriers``.
+    """
+    if k.pgt.mm_pud_folded and in_swapper_pgdir(k, pudp):
+        set_swapper_pgd(k, pudp, pud)
+        return
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, pudp, pud)
+        if pud_valid(pud):
+            queue_pte_barriers(k)
+
+
+def pud_clear(k: Kernel, pudp: int) -> None:
+    """``pud_clear(pudp)``: ``set_pud(pudp, 0)``."""
+    set_pud(k, pudp, 0)
+
+
+def set_p4d(k: Kernel, p4dp: int, p4d: int) -> None:
+    """``set_p4d(p4dp, p4d)``.
+
+    3 levels: ``set_pud`` (pgtable-nopud.h).  4 levels: a ``swapper_pg_dir``
+    entry goes through :func:`set_swapper_pgd`; otherwise guarded store, then
+    ``queue_pte_barriers`` (inside the guard scope).
+    """
+    if k.pgt.mm_pud_folded:
+        set_pud(k, p4dp, p4d)
+        return
+    if in_swapper_pgdir(k, p4dp):
+        set_swapper_pgd(k, p4dp, p4d)
+        return
+    with k.pgtables_guard(k):
+        k.machine.store_pt_entries(k.cpu, p4dp, p4d)
+        queue_pte_barriers(k)
+
+
+def p4d_clear(k: Kernel, p4dp: int) -> None:
+    """``p4d_clear(p4dp)``: ``set_p4d(p4dp, 0)``; a no-op when the pud is folded (nopud)."""
+    if k.pgt.mm_pud_folded:
+        return
+    set_p4d(k, p4dp, 0)
+
+
+def set_pgd(k: Kernel, pgdp: int, pgd: int) -> None:
+    """``set_pgd(pgdp, pgd)``: the p4d is folded (nop4d), so ``set_p4d``."""
+    set_p4d(k, pgdp, pgd)
+
+
+def pgd_clear(k: Kernel, pgdp: int) -> None:
+    """``pgd_clear(pgdp)``: a no-op, the p4d being folded into the pgd (pgtable-nop4d.h)."""
+    return None
+
+
+# --- populate (asm/pgalloc.h) --------------------------------------------------------------------
+
+
+def __pmd_populate(k: Kernel, pmdp: int, pte_phys: int, prot: int) -> None:
+    """``__pmd_populate(pmdp, ptep_phys, prot)``: ``set_pmd`` of a table descriptor."""
+    set_pmd(k, pmdp, (pte_phys & PTE_ADDR_MASK) | prot)
+
+
+def pmd_populate_kernel(k: Kernel, pmdp: int, pte_pfn: int) -> None:
+    """``pmd_populate_kernel(&init_mm, pmdp, pte)``: table | AF | UXNTable."""
+    __pmd_populate(
+        k, pmdp, pte_pfn << k.pgt.PAGE_SHIFT, PMD_TYPE_TABLE | PMD_TABLE_AF | PMD_TABLE_UXN
+    )
+
+
+def pmd_populate(k: Kernel, mm: mm_struct, pmdp: int, pte_pfn: int) -> None:
+    """``pmd_populate(mm, pmdp, pte_page)``: a user table: table | AF | PXNTable."""
+    if mm is k.init_mm:
+        raise KernelBug("VM_BUG_ON: pmd_populate() on init_mm (use pmd_populate_kernel)")
+    __pmd_populate(
+        k, pmdp, pte_pfn << k.pgt.PAGE_SHIFT, PMD_TYPE_TABLE | PMD_TABLE_AF | PMD_TABLE_PXN
+    )
+
+
+def __pud_populate(k: Kernel, pudp: int, pmd_phys: int, prot: int) -> None:
+    """``__pud_populate(pudp, pmdp_phys, prot)``: ``set_pud`` of a table descriptor."""
+    set_pud(k, pudp, (pmd_phys & PTE_ADDR_MASK) | prot)
+
+
+def pud_populate(k: Kernel, mm: mm_struct, pudp: int, pmd_pfn: int) -> None:
+    """``pud_populate(mm, pudp, pmdp)``: table | AF | (UXNTable for init_mm, else PXNTable)."""
+    prot = PUD_TYPE_TABLE | PUD_TABLE_AF | (PUD_TABLE_UXN if mm is k.init_mm else PUD_TABLE_PXN)
+    __pud_populate(k, pudp, pmd_pfn << k.pgt.PAGE_SHIFT, prot)
+
+
+def __p4d_populate(k: Kernel, p4dp: int, pud_phys: int, prot: int) -> None:
+    """``__p4d_populate(p4dp, pudp_phys, prot)`` (4 levels only: a BUILD_BUG otherwise)."""
+    if k.pgt.mm_pud_folded:
+        raise KernelBug("BUILD_BUG: __p4d_populate() with the pud folded")
+    set_p4d(k, p4dp, (pud_phys & PTE_ADDR_MASK) | prot)
+
+
+def p4d_populate(k: Kernel, mm: mm_struct, p4dp: int, pud_pfn: int) -> None:
+    """``p4d_populate(mm, p4dp, pudp)``; a no-op when the pud is folded (nopud)."""
+    if k.pgt.mm_pud_folded:
+        return
+    prot = P4D_TYPE_TABLE | P4D_TABLE_AF | (P4D_TABLE_UXN if mm is k.init_mm else P4D_TABLE_PXN)
+    __p4d_populate(k, p4dp, pud_pfn << k.pgt.PAGE_SHIFT, prot)
+
+
+def __pgd_populate(k: Kernel, pgdp: int, p4d_phys: int, prot: int) -> None:
+    """``__pgd_populate``: a BUILD_BUG on arm64 48-bit (the p4d is always folded)."""
+    raise KernelBug("BUILD_BUG: __pgd_populate() with the p4d folded")
+
+
+def pgd_populate(k: Kernel, mm: mm_struct, pgdp: int, p4d_pfn: int) -> None:
+    """``pgd_populate(mm, pgdp, p4dp)``: a no-op (pgtable-nop4d.h)."""
+    return None
+
+
+# --- walks ---------------------------------------------------------------------------------------
+
+
+def pgd_offset_pgd(k: Kernel, pgd: int, addr: int) -> int:
+    """``pgd_offset_pgd(pgd, addr)``: entry of ``addr`` in the pgd at VA ``pgd``."""
+    return pgd + 8 * k.pgt.pgd_index(addr)
+
+
+def pgd_offset(k: Kernel, mm: mm_struct, addr: int) -> int:
+    """``pgd_offset(mm, addr)``."""
+    return mm.pgd + 8 * k.pgt.pgd_index(addr)
+
+
+def pgd_offset_k(k: Kernel, addr: int) -> int:
+    """``pgd_offset_k(addr)``: ``pgd_offset(&init_mm, addr)`` (a swapper_pg_dir image address)."""
+    return k.init_mm.pgd + 8 * k.pgt.pgd_index(addr)
+
+
+def p4d_offset(k: Kernel, pgdp: int, addr: int) -> int:
+    """``p4d_offset(pgdp, addr)``: ``pgdp`` (the p4d is folded)."""
+    return pgdp
+
+
+def pud_offset(k: Kernel, p4dp: int, addr: int) -> int:
+    """``pud_offset(p4dp, addr)``: ``p4dp`` when folded, else the entry in the pud table."""
+    g = k.pgt
+    if g.mm_pud_folded:
+        return p4dp
+    p4d = k.machine.load_u64(k.cpu, p4dp)
+    return g.va(p4d & PTE_ADDR_MASK) + 8 * g.pud_index(addr)
+
+
+def pmd_offset(k: Kernel, pudp: int, addr: int) -> int:
+    """``pmd_offset(pudp, addr)``: the entry of ``addr`` in the pmd table ``*pudp`` points to."""
+    g = k.pgt
+    pud = k.machine.load_u64(k.cpu, pudp)
+    return g.va(pud & PTE_ADDR_MASK) + 8 * g.pmd_index(addr)
+
+
+def pte_offset_kernel(k: Kernel, pmdp: int, addr: int) -> int:
+    """``pte_offset_kernel(pmdp, addr)``."""
+    g = k.pgt
+    pmd = k.machine.load_u64(k.cpu, pmdp)
+    return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
+
+
+def pte_offset_map(k: Kernel, pmdp: int, addr: int) -> int | None:
+    """``pte_offset_map(pmdp, addr)``: None (NULL) unless ``*pmdp`` is a present table.
+
+    ``__pte_offset_map``: none, non-present, leaf (huge) and bad entries give NULL.
+    """
+    g = k.pgt
+    pmd = k.machine.load_u64(k.cpu, pmdp)
+    if pmd_none(pmd) or not pmd_present(pmd) or pmd_leaf(pmd) or pmd_bad(pmd):
+        return None
+    return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
+
+
+def pmd_off_k(k: Kernel, addr: int) -> int:
+    """``pmd_off_k(addr)``: the kernel pmd entry of ``addr`` (the upper levels must exist)."""
+    pgdp = pgd_offset_k(k, addr)
+    return pmd_offset(k, pud_offset(k, p4d_offset(k, pgdp, addr), addr), addr)
+
+
+# --- fixmap (asm/fixmap.h, asm/pgtable.h *_set_fixmap, mm/mmu.c __set_fixmap) --------------------
+
+
+def fixmap_pte(k: Kernel, addr: int) -> int:
+    """``fixmap_pte(addr)``: the ``bm_pte`` entry (kernel-image VA) mapping fixmap ``addr``."""
+    return k.bm_pte + 8 * k.pgt.pte_index(addr)
+
+
+def __set_fixmap(k: Kernel, idx: int, phys: int, flags: int) -> None:
+    """``__set_fixmap(idx, phys, flags)``: map (``__set_pte``) or unmap (clear + TLB flush)."""
+    g = k.pgt
+    if not 0 < idx < FIX_PGD + 1:
+        raise KernelBug(f"BUG_ON: fixmap index {idx} out of range")
+    addr = g.fix_to_virt(idx)
+    ptep = fixmap_pte(k, addr)
+    if flags:
+        __set_pte(k, ptep, g.pfn_pte(phys >> g.PAGE_SHIFT, flags))
+    else:
+        __pte_clear(k, ptep)
+        flush_tlb_kernel_range(k, addr, addr + g.PAGE_SIZE)
+
+
+def set_fixmap_offset(k: Kernel, idx: int, phys: int) -> int:
+    """``set_fixmap_offset(idx, phys)``: map ``phys``'s page at slot ``idx``; return its VA."""
+    g = k.pgt
+    __set_fixmap(k, idx, phys & g.PAGE_MASK, FIXMAP_PAGE_NORMAL)
+    return g.fix_to_virt(idx) + (phys & (g.PAGE_SIZE - 1))
+
+
+def clear_fixmap(k: Kernel, idx: int) -> None:
+    """``clear_fixmap(idx)``."""
+    __set_fixmap(k, idx, 0, FIXMAP_PAGE_CLEAR)
+
+
+def pte_set_fixmap(k: Kernel, phys: int) -> int:
+    """``pte_set_fixmap(addr)``: a PTE table (or entry) mapped at ``FIX_PTE``."""
+    return set_fixmap_offset(k, FIX_PTE, phys)
+
+
+def pte_set_fixmap_offset(k: Kernel, pmdp: int, addr: int) -> int:
+    """``pte_set_fixmap_offset(pmdp, addr)``: the PTE entry of ``addr``, through ``FIX_PTE``."""
+    pmd = k.machine.load_u64(k.cpu, pmdp)
+    return pte_set_fixmap(k, (pmd & PTE_ADDR_MASK) + 8 * k.pgt.pte_index(addr))
+
+
+def pte_clear_fixmap(k: Kernel) -> None:
+    """``pte_clear_fixmap()``."""
+    clear_fixmap(k, FIX_PTE)
+
+
+def pmd_set_fixmap(k: Kernel, phys: int) -> int:
+    """``pmd_set_fixmap(addr)``."""
+    return set_fixmap_offset(k, FIX_PMD, phys)
+
+
+def pmd_set_fixmap_offset(k: Kernel, pudp: int, addr: int) -> int:
+    """``pmd_set_fixmap_offset(pudp, addr)``."""
+    pud = k.machine.load_u64(k.cpu, pudp)
+    return pmd_set_fixmap(k, (pud & PTE_ADDR_MASK) + 8 * k.pgt.pmd_index(addr))
+
+
+def pmd_clear_fixmap(k: Kernel) -> None:
+    """``pmd_clear_fixmap()``."""
+    clear_fixmap(k, FIX_PMD)
+
+
+def pud_set_fixmap(k: Kernel, phys: int) -> int:
+    """``pud_set_fixmap(addr)`` (4 levels only)."""
+    return set_fixmap_offset(k, FIX_PUD, phys)
+
+
+def pud_set_fixmap_offset(k: Kernel, p4dp: int, addr: int) -> int:
+    """``pud_set_fixmap_offset(p4dp, addr)``: ``p4dp`` itself when the pud is folded."""
+    if k.pgt.mm_pud_folded:
+        return p4dp
+    p4d = k.machine.load_u64(k.cpu, p4dp)
+    return pud_set_fixmap(k, (p4d & PTE_ADDR_MASK) + 8 * k.pgt.pud_index(addr))
+
+
+def pud_clear_fixmap(k: Kernel) -> None:
+    """``pud_clear_fixmap()``: a no-op when the pud is folded."""
+    if not k.pgt.mm_pud_folded:
+        clear_fixmap(k, FIX_PUD)
+
+
+def p4d_set_fixmap_offset(k: Kernel, pgdp: int, addr: int) -> int:
+    """``p4d_set_fixmap_offset(pgdp, addr)``: ``pgdp`` (the p4d is folded; ``FIX_P4D`` unused)."""
+    return pgdp
+
+
+def p4d_clear_fixmap(k: Kernel) -> None:
+    """``p4d_clear_fixmap()``: a no-op (the p4d is folded)."""
+    return None
+
+
+def pgd_set_fixmap(k: Kernel, phys: int) -> int:
+    """``pgd_set_fixmap(addr)``: a pgd entry mapped at ``FIX_PGD`` (``set_swapper_pgd``)."""
+    return set_fixmap_offset(k, FIX_PGD, phys)
+
+
+def pgd_clear_fixmap(k: Kernel) -> None:
+    """``pgd_clear_fixmap()``."""
+    clear_fixmap(k, FIX_PGD)

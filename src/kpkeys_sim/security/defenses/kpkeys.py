@@ -1,0 +1,97 @@
+"""The pkey defenses: the kpkeys series (v6, v7), the x86 PKS analogue, and the baseline.
+
+These defenses add no hook of their own: the protection is the model
+kernel's — page-table pages carry the page-table pkey in their linear-map
+PTE, and every kernel store goes through the MMU check with the CPU's
+effective pkey register (kpkeys-series.md §3, §4; threats-and-peers.md §1.1).
+What a defense chooses is the kernel configuration:
+
+==================  ======  ===========  ========  ==========================================
+name                series  linear map   batching  spec
+==================  ======  ===========  ========  ==========================================
+none                —       block        —         ``kpkeys_hardened_pgtables`` off
+kpkeys-v6           v6      block + PBA  on        §3.4, §4 (PBA + PPA), §3.6 v6 28/30
+kpkeys-v7           v7      PTE only     on        §3.8 (per-allocation set_memory_pkey)
+kpkeys-cred         v6      block + PBA  on        + the cred series' levels (§7.6; S12)
+==================  ======  ===========  ========  ==========================================
+
+The x86 configuration ``pks`` (PKS, 16 keys; threats-and-peers.md §1.3, §7)
+is not registered: the model kernel boots arm64 only (``kernel/boot``
+refuses ``arch = "x86"``; x86 PKS exists at the machine level only), so no
+scenario can run on it.
+
+Batching is part of each series' configuration here (the series batches
+switches per lazy-MMU section, §3.6); scenario S14 measures both batching
+settings of each pkey defense itself.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from kpkeys_sim.kernel.config import KernelConfig
+from kpkeys_sim.security.defenses.base import Defense, register_defense
+
+__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense"]
+
+
+@register_defense
+class NoDefense(Defense):
+    """No protection of page tables (the baseline)."""
+
+    name: ClassVar[str] = "none"
+    title: ClassVar[str] = "no page-table protection"
+    spec: ClassVar[str] = "threats-and-peers.md §7 configuration 'none'"
+
+
+class KpkeysDefense(Defense):
+    """A kpkeys_hardened_pgtables kernel of a given series and batching setting."""
+
+    kind: ClassVar[str] = "prevent"
+    pkey_protects_pgtables: ClassVar[bool] = True
+    series: ClassVar[str] = "v6"
+    linear_map: ClassVar[str] = "block"
+    batching: ClassVar[bool] = True
+    arch: ClassVar[str] = "arm64"
+    cred: ClassVar[bool] = False
+
+    def kernel_config(self, base: KernelConfig) -> KernelConfig:
+        return base.replace(
+            arch=self.arch,
+            page_size=4096,
+            series=self.series,
+            linear_map=self.linear_map,
+            kpkeys_hardened_pgtables=True,
+            lazy_mmu_batching=self.batching,
+            kpkeys_cred_levels=self.cred or base.kpkeys_cred_levels,
+        )
+
+
+@register_defense
+class KpkeysV6(KpkeysDefense):
+    """kpkeys v6: block-mapped linear map, pkeys block allocator, lazy-MMU batching."""
+
+    name: ClassVar[str] = "kpkeys-v6"
+    title: ClassVar[str] = "kpkeys v6: block-mapped linear map + PBA, batching"
+    spec: ClassVar[str] = "kpkeys-series.md §3.4, §3.6, §4"
+
+
+@register_defense
+class KpkeysV7(KpkeysDefense):
+    """kpkeys RFC v7: PTE-mapped linear map, per-allocation set_memory_pkey, batching."""
+
+    name: ClassVar[str] = "kpkeys-v7"
+    title: ClassVar[str] = "kpkeys RFC v7: PTE-mapped linear map, batching"
+    spec: ClassVar[str] = "kpkeys-series.md §3.8, §3.6"
+    series: ClassVar[str] = "v7"
+    linear_map: ClassVar[str] = "pte"
+
+
+@register_defense
+class KpkeysCred(KpkeysDefense):
+    """kpkeys v6 plus kpkeys_hardened_cred (live credentials in a pkey-protected slab)."""
+
+    name: ClassVar[str] = "kpkeys-cred"
+    title: ClassVar[str] = "kpkeys v6 + kpkeys_hardened_cred (pkey 2 on live creds)"
+    spec: ClassVar[str] = "kpkeys-series.md §7.6; threats-and-peers.md §1.2, §7 S12"
+    cred: ClassVar[bool] = True
