@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 import numpy as np
 
 from kpkeys_sim.machine.arch import get_arch
-from kpkeys_sim.machine.arch.base import PkeyArch
+from kpkeys_sim.machine.arch.base import PkeyArch, Verdict
 from kpkeys_sim.machine.cpu import CPU
 from kpkeys_sim.machine.events import (
     DSB,
@@ -42,6 +42,11 @@ from kpkeys_sim.machine.mmu import (
 from kpkeys_sim.machine.tlb import GLOBAL_ASID, TLB, TlbEntry
 
 __all__ = ["Machine"]
+
+#: Descriptor bits that take part in the access check: everything but the
+#: output address (bits [51:12]; the verdict never depends on them).
+_ATTR_MASK = ~(((1 << 52) - 1) & ~0xFFF)
+_ACCESS_CODE = {"R": 0, "W": 1, "X": 2, "RW": 3}
 
 
 class Machine:
@@ -76,6 +81,11 @@ class Machine:
         #: Optional stage-2 permission check ``(cpu, va, pa, access, el) -> None`` that may
         #: raise; consulted by :meth:`translate` after the stage-1 check (None: no stage 2).
         self.stage2: Callable[[CPU, int, int, str, int], None] | None = None
+        #: Verdicts of :func:`check_leaf` by (descriptor attributes, access, CPU
+        #: state): the check is a pure function of these, so caching is exact.
+        #: The output-address bits are masked out of the key, so the cache
+        #: stays as small as the set of distinct attribute/register combinations.
+        self._verdicts: dict[tuple[int, ...], Verdict] = {}
 
     @property
     def fmt(self) -> str:
@@ -159,8 +169,38 @@ class Machine:
         self, cpu: CPU, e: TlbEntry, va: int, access: str, el: int, unprivileged: bool = False
     ) -> None:
         """Raise :class:`Fault` if ``access`` through entry ``e`` is denied on ``cpu``."""
+        key = (
+            e.desc & _ATTR_MASK,
+            e.level,
+            e.us,
+            e.rw,
+            _ACCESS_CODE[access],
+            el,
+            unprivileged,
+            cpu.pkey_reg_effective,
+            cpu.user_pkey_reg_effective,
+            cpu.poe,
+            cpu.e0poe,
+            cpu.pie,
+            cpu.pir,
+            cpu.pire0,
+            cpu.wxn,
+            cpu.pan,
+            cpu.wp,
+            cpu.pke,
+            cpu.pks,
+        )
+        v = self._verdicts.get(key)
+        if v is None:
+            v = self._verdict(cpu, e, access, el, unprivileged)
+            self._verdicts[key] = v
+        if v.allowed:
+            return
+        self._permission_fault(cpu, e, va, access, el, v)
+
+    def _verdict(self, cpu: CPU, e: TlbEntry, access: str, el: int, unprivileged: bool) -> Verdict:
         has = self.has_pkeys
-        v = check_leaf(
+        return check_leaf(
             self.fmt,
             e.desc,
             e.level,
@@ -182,8 +222,10 @@ class Machine:
             pke=cpu.pke if has else 0,
             pks=cpu.pks if has else 0,
         )
-        if v.allowed:
-            return
+
+    def _permission_fault(
+        self, cpu: CPU, e: TlbEntry, va: int, access: str, el: int, v: Verdict
+    ) -> None:
         f = Fault(
             kind="permission",
             result=v.result,
