@@ -9,7 +9,8 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from kpkeys_sim.analysis.store import ResultStore, config_hash
-from kpkeys_sim.analysis.sweep import load_spec, local_executors
+from kpkeys_sim.analysis.sweep import load_spec, local_executors, run_sweep
 from kpkeys_sim.cli import main
 from kpkeys_sim.cli.sweep_cmd import _run
 from kpkeys_sim.kernel.config import KernelConfig
@@ -384,3 +385,63 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert summary.ok == 3
     text = buf.getvalue()
     assert "sweep" in text and "s.toml" in text and "3/3" in text
+
+
+class _BreakingPool(Executor):
+    """An executor that runs points at once, except point ``die``: it breaks the pool.
+
+    In a pool of several workers the dying point stays pending and every later
+    ``submit`` raises ``BrokenProcessPool`` (a worker died between two waits);
+    a one-worker pool fails it at once, as the real pool does when it breaks.
+    """
+
+    def __init__(self, max_workers: int, die: int, log: list[int]) -> None:
+        self.max_workers = max_workers
+        self.die = die
+        self.log = log
+        self.broken = False
+        self.pending: list[Future[Any]] = []
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if self.broken:
+            raise BrokenProcessPool("a child process terminated abruptly")
+        fut: Future[Any] = Future()
+        i = args[1]["params"]["i"]
+        self.log.append(i)
+        if i == self.die:
+            if self.max_workers == 1:
+                fut.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+            else:
+                self.broken = True
+                self.pending.append(fut)
+            return fut
+        fut.set_result(fn(*args, **kwargs))
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for fut in self.pending:
+            if not fut.done():
+                fut.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+
+
+def test_pool_that_breaks_between_waits_loses_no_point(tmp_path: Path) -> None:
+    """A submit that finds the pool broken requeues its point; the dying point alone fails."""
+    spec = load_spec(
+        write(
+            tmp_path / "b.toml",
+            'experiment = "test_sweep:crashy_point"\n[params]\ndie = 1\nraise = -1\n'
+            "[axes.params]\ni = [0, 1, 2, 3, 4]\n",
+        )
+    )
+    log: list[int] = []
+    with ResultStore.create_or_open(tmp_path / "b.sqlite") as st:
+        summary = run_sweep(spec, st, lambda n: _BreakingPool(n, 1, log), 2)
+        rows = {r.config["params"]["i"]: r for r in st.rows()}
+    assert summary.ok == 4
+    assert summary.failed == [
+        ("params.i=1", "the worker process died while running this point (BrokenProcessPool)")
+    ]
+    assert sorted(rows) == [0, 1, 2, 3, 4]
+    assert [i for i, r in rows.items() if r.status == "failed"] == [1]
+    assert log.count(1) == 2  # once in the pool, once alone to find the culprit
+    assert sorted(set(log)) == [0, 1, 2, 3, 4]

@@ -653,18 +653,25 @@ def run_sweep(
     in_flight: dict[Future[PointOutput], SweepPoint] = {}
     try:
         while todo or in_flight:
+            broken = False
             while todo and len(in_flight) < window:
-                pt = todo.popleft()
-                in_flight[executor.submit(run_point, pt.experiment, dict(pt.config))] = pt
-            ready, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                try:
+                    fut = executor.submit(run_point, todo[0].experiment, dict(todo[0].config))
+                except BrokenProcessPool:  # a worker died since the last wait
+                    broken = True
+                    break
+                in_flight[fut] = todo.popleft()
             suspects: list[SweepPoint] = []
-            for fut in ready:
-                pt = in_flight.pop(fut)
-                if isinstance(fut.exception(), BrokenProcessPool):
-                    suspects.append(pt)
-                else:
-                    record(pt, _row(pt, fut))
-            if not suspects:
+            if not broken:
+                ready, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    pt = in_flight.pop(fut)
+                    if isinstance(fut.exception(), BrokenProcessPool):
+                        suspects.append(pt)
+                        broken = True
+                    else:
+                        record(pt, _row(pt, fut))
+            if not broken:
                 continue
             # A worker died: every point still in flight is lost with the pool.
             suspects.extend(in_flight.values())
