@@ -19,7 +19,8 @@
 4. ``mm_core_init``: ``mem_init`` (``memblock_free_all`` hands free memory to
    the buddy allocator, then ``k.mem_init_hooks``: kpkeys v6/v7
    ``kpkeys_hardened_pgtables_init``), ``kmem_cache_init``,
-   ``pgtable_cache_init``; then ``init_IRQ`` (the per-CPU vmalloc'ed IRQ stacks).
+   ``pgtable_cache_init``; then ``init_IRQ`` (the per-CPU vmalloc'ed IRQ stacks) and
+   ``cred_init`` (``kernel/cred.py``; only with ``config.kpkeys_cred_levels``).
 5. ``smp_init``: every secondary CPU loads ``swapper_pg_dir`` and enables POE;
    ``smp_cpus_done``: ``mark_linear_text_alias_ro``, then
    ``k.smp_cpus_done_hooks`` (kpkeys v6 ``kpkeys_hardened_pgtables_init_late``).
@@ -45,6 +46,7 @@ from collections.abc import Callable, Iterable
 from kpkeys_sim.errors import ToolError
 from kpkeys_sim.kernel.arch.arm64_pgtable import PgtableGeometry
 from kpkeys_sim.kernel.config import KernelConfig
+from kpkeys_sim.kernel.cred import install_kpkeys_hardened_cred
 from kpkeys_sim.kernel.errors import KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.hardened_pgtables import install_kpkeys_hardened_pgtables
@@ -297,6 +299,7 @@ def boot(
         hook(k)
     mm_core_init(k)
     init_IRQ(k)
+    install_kpkeys_hardened_cred(k)
     smp_init(k)
     for hook in list(k.late_initcalls):
         hook(k)

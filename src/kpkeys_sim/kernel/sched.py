@@ -143,6 +143,7 @@ class task_struct:
         "active_mm",
         "children",
         "comm",
+        "cred",
         "exit_code",
         "exit_state",
         "flags",
@@ -152,6 +153,7 @@ class task_struct:
         "parent",
         "pid",
         "por_el1_lazy_mmu",
+        "real_cred",
         "thread",
         "thread_flags",
     )
@@ -181,6 +183,11 @@ class task_struct:
         self.exit_state = 0
         self.exit_code = 0
         self.on_cpu: int | None = None
+        #: ``cred``/``real_cred`` (``kernel/cred.py``): linear-map VAs of ``struct cred``, 0 =
+        #: NULL.  A child starts with its parent's pointers (``*tsk = *orig`` in
+        #: ``dup_task_struct``); no reference is taken (the model has no ``copy_creds`` step).
+        self.cred: int = parent.cred if parent is not None else 0
+        self.real_cred: int = parent.real_cred if parent is not None else 0
 
     def __repr__(self) -> str:
         return f"<task_struct pid={self.pid} comm={self.comm!r}>"

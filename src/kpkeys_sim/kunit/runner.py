@@ -5,7 +5,10 @@ The suites are those a kernel built with
 suite of ``config.series`` and the model's positive suite.  The test depends
 on ``CONFIG_KPKEYS_HARDENED_PGTABLES`` (spec §5.1), so with
 ``config.kpkeys_hardened_pgtables`` false there is no suite to run (the KTAP
-plan is ``1..0``).
+plan is ``1..0``).  With the cred series configured
+(``config.kpkeys_cred_levels``, ``CONFIG_KPKEYS_HARDENED_CRED_KUNIT_TEST``)
+its suite and the model's cred positive suite follow
+(:func:`kpkeys_sim.kunit.hardened_cred.cred_suites`, spec §5.2).
 
 Built-in KUnit tests run from ``kernel_init_freeable()``: after the
 initcalls, before ``free_initmem()`` and ``mark_rodata_ro()``, so
@@ -22,6 +25,7 @@ from collections.abc import Callable, Sequence
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kunit.framework import KunitResult, KunitSuite, kunit_run_tests
+from kpkeys_sim.kunit.hardened_cred import cred_suites
 from kpkeys_sim.kunit.hardened_pgtables import default_suites
 
 __all__ = ["boot_for_kunit", "run_kunit", "run_kunit_on"]
@@ -38,6 +42,8 @@ def run_kunit_on(k: Kernel, suites: Sequence[KunitSuite] | None = None) -> Kunit
     """Run ``suites`` (default: the configured ones) on the booted kernel ``k``."""
     if suites is None:
         suites = default_suites(k.config.series) if k.config.kpkeys_hardened_pgtables else []
+        if k.config.kpkeys_cred_levels:
+            suites = [*suites, *cred_suites()]
     return kunit_run_tests(k, suites)
 
 
