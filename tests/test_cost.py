@@ -210,7 +210,13 @@ def test_reach_cost_counts_visits_from_events() -> None:
     assert r.hot_visits == 4 + 3
     assert r.cold_visits == 7
     assert r.cycles == 7 * visit_cost(PTE_MAP, 64 << 20, ARM) + 7 * visit_cost(PTE_MAP, G1, ARM)
-    assert set(HOT_VISITS) == {"pt_write", "slab_alloc", "slab_free"}
+    assert set(HOT_VISITS) == {
+        "pt_write",
+        "slab_alloc",
+        "slab_free",
+        "vmalloc_kmalloc",
+        "vmalloc_kfree",
+    }
     assert set(COLD_VISITS) == {"page_zero"}
 
 
@@ -305,3 +311,28 @@ def test_calibration_doc_matches_the_tables() -> None:
 
     doc = pathlib.Path(__file__).parent.parent / "docs" / "calibration.md"
     assert calibration_markdown() in doc.read_text(encoding="utf-8")
+
+
+# --- the per-folio split of the Redis-derived fork cost -----------------------------------------
+
+
+@pytest.mark.parametrize("target", sorted(CALIBRATIONS))
+def test_per_folio_split_keeps_the_small_folio_pte_cost(target: str) -> None:
+    """folio_op + folio_rmap is the Redis-derived 72 cycles per small-folio PTE (one batch per
+    PTE); 512 PTEs of one large folio in one batch cost 512 * folio_op + 1 * folio_rmap."""
+    cal = get_calibration(target)
+    assert cal["folio_op"] + cal["folio_rmap"] == 72
+    shape = LinearMapShape({})
+    small = price(
+        EventCounts({"copy_pte": 512, "folio_dup_rmap_ptes": 512}, {}), cal, shape, 1 << 20
+    )
+    large = price(EventCounts({"copy_pte": 512, "folio_dup_rmap_ptes": 1}, {}), cal, shape, 1 << 20)
+    assert small.cycles == 512 * 72
+    assert large.cycles == 512 * cal["folio_op"] + cal["folio_rmap"]
+
+
+def test_pt_read_is_priced_per_read_operation() -> None:
+    """pt_read: basis 'calls' (one price per read operation, whatever its entry count)."""
+    shape = LinearMapShape({})
+    p = price(EventCounts({"pt_read": 512 + 3}, {"pt_read": 4}), ARM, shape, 1 << 20)
+    assert p.cycles == 4 * ARM["pt_read"]

@@ -340,6 +340,7 @@ PINNED = {
     "baseline": {
         "copy_pte": 2048,
         "dsb": 8,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 6,
         "lazy_mmu_section": 4,
@@ -350,14 +351,17 @@ PINNED = {
         "pgtable_alloc_pmd": 1,
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
+        "pt_read": 2062,
         "pt_write": 4102,
         "tlbi_asid": 1,
         "translation_miss": 7,
         "walk_access": 28,
     },
     "v5-nobatch": {
+        "change_memory_common": 7,
         "copy_pte": 2048,
         "dsb": 29,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 8238,
         "kpkeys_guard_enter": 4109,
@@ -372,6 +376,7 @@ PINNED = {
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
         "pkey_reg_write": 8218,
+        "pt_read": 2097,
         "pt_write": 4109,
         "tlbi_asid": 1,
         "tlbi_va": 7,
@@ -379,8 +384,10 @@ PINNED = {
         "walk_access": 56,
     },
     "v5-batch": {
+        "change_memory_common": 7,
         "copy_pte": 2048,
         "dsb": 29,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 47,
         "kpkeys_guard_enter": 6,
@@ -396,6 +403,7 @@ PINNED = {
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
         "pkey_reg_write": 34,
+        "pt_read": 2097,
         "pt_write": 4109,
         "tlbi_asid": 1,
         "tlbi_va": 7,
@@ -405,6 +413,7 @@ PINNED = {
     "baseline-bbml2": {
         "copy_pte": 2048,
         "dsb": 8,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 6,
         "lazy_mmu_section": 4,
@@ -415,12 +424,14 @@ PINNED = {
         "pgtable_alloc_pmd": 1,
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
+        "pt_read": 2062,
         "pt_write": 4102,
         "tlbi_asid": 1,
     },
     "v6": {
         "copy_pte": 2048,
         "dsb": 8,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 40,
         "kpkeys_guard_enter": 6,
@@ -428,6 +439,7 @@ PINNED = {
         "kpkeys_restore": 17,
         "kpkeys_set_level": 17,
         "lazy_mmu_section": 4,
+        "page_zero": 7,
         "pba_alloc": 7,
         "pgtable_alloc": 7,
         "pgtable_alloc_pgd": 1,
@@ -435,12 +447,15 @@ PINNED = {
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
         "pkey_reg_write": 34,
+        "pt_read": 2062,
         "pt_write": 4102,
         "tlbi_asid": 1,
     },
     "v6-pte": {
+        "change_memory_common": 7,
         "copy_pte": 2048,
         "dsb": 29,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 47,
         "kpkeys_guard_enter": 6,
@@ -457,6 +472,7 @@ PINNED = {
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
         "pkey_reg_write": 34,
+        "pt_read": 2097,
         "pt_write": 4109,
         "tlbi_asid": 1,
         "tlbi_va": 7,
@@ -464,8 +480,10 @@ PINNED = {
         "walk_access": 56,
     },
     "v7": {
+        "change_memory_common": 7,
         "copy_pte": 2048,
         "dsb": 29,
+        "folio_dup_rmap_ptes": 4,
         "fork": 1,
         "isb": 47,
         "kpkeys_guard_enter": 6,
@@ -482,6 +500,7 @@ PINNED = {
         "pgtable_alloc_pte": 4,
         "pgtable_alloc_pud": 1,
         "pkey_reg_write": 34,
+        "pt_read": 2097,
         "pt_write": 4109,
         "tlbi_asid": 1,
         "tlbi_va": 7,
@@ -508,3 +527,196 @@ def test_pinned_counters_obey_the_batching_rules() -> None:
         assert b["pkey_reg_write"] == b["kpkeys_lazy_mmu_switch"] + 2 * b["kpkeys_guard_enter"]
     assert "pkey_reg_write" not in PINNED["baseline"]
     assert "pkey_reg_write" not in PINNED["baseline-bbml2"]
+
+
+# --- baseline events added with the cost model's baseline work, checked by hand -----------------
+
+
+def _counter(k: Kernel) -> CostInstrument:
+    c = CostInstrument()
+    k.machine.instruments.add(c)
+    return c
+
+
+def test_pt_read_counts_entries_and_read_operations() -> None:
+    """ptep_get: 1 entry, 1 read; ptep_get_array(7): 7 entries, 1 read; updates read nothing."""
+    from kpkeys_sim.kernel.mm.page_alloc import alloc_pages
+    from kpkeys_sim.kernel.mm.pgtable import (
+        ptep_get,
+        ptep_get_and_clear_array,
+        ptep_get_array,
+        ptep_set_access_flags,
+    )
+
+    k = boot(_cfg("baseline", 256 << 20))
+    c = _counter(k)
+    assert k.zone is not None
+    pfn = alloc_pages(k.zone, 0, 0)
+    assert pfn is not None
+    table = k.pgt.va(pfn << k.pgt.PAGE_SHIFT)  # a plain kernel page: no guard, no pkey
+    e = measure(c, lambda: ptep_get(k, table))
+    assert (e.counts.get("pt_read"), e.calls.get("pt_read")) == (1, 1)
+    e = measure(c, lambda: ptep_get_array(k, table + 8, 7))
+    assert (e.counts.get("pt_read"), e.calls.get("pt_read")) == (7, 1)
+    # An xchg is part of the entry's update: pt_write only.
+    e = measure(c, lambda: ptep_get_and_clear_array(k, table, 4))
+    assert "pt_read" not in e.counts and e.counts["pt_write"] == 4
+    # ptep_set_access_flags with the value already there: only the read (pte_same return).
+    e = measure(c, lambda: ptep_set_access_flags(k, table, 0, False))
+    assert (e.counts.get("pt_read"), e.counts.get("pt_write")) == (1, None)
+
+
+def test_pba_prepare_page_emits_one_page_zero_per_zeroed_ptp() -> None:
+    """v6: a PTP from the PBA cache with __GFP_ZERO is one clear_page: page_zero 1; without, 0."""
+    from kpkeys_sim.kernel.kpkeys.pba import pba_pgtable_alloc, pba_pgtable_free
+    from kpkeys_sim.kernel.mm.gfp import GFP_KERNEL, GFP_PGTABLE_KERNEL
+
+    k = boot(_cfg("v6", 256 << 20))
+    c = _counter(k)
+    box: list[int | None] = []
+    e = measure(c, lambda: box.append(pba_pgtable_alloc(k, GFP_PGTABLE_KERNEL)))
+    assert box[0] is not None
+    assert e.counts.get("page_zero") == 1 and e.counts.get("pba_alloc") == 1
+    pba_pgtable_free(k, box[0])
+    e = measure(c, lambda: box.append(pba_pgtable_alloc(k, GFP_KERNEL)))
+    assert box[1] is not None and "page_zero" not in e.counts
+    pba_pgtable_free(k, box[1])
+
+
+def test_set_memory_pkey_is_one_change_memory_common_call() -> None:
+    """v7 (PTE-mapped linear map): set_memory_pkey of one page is one __change_memory_common:
+    no split; the pageattr walk reads the pgd entry, the pgd entry again (pud_offset), the
+    pud entry, one pmd entry and one pte entry (5 reads), writes 1 PTE and flushes 1 VA."""
+    from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
+    from kpkeys_sim.kernel.mm.page_alloc import alloc_pages
+
+    k = boot(_cfg("v7", 256 << 20))
+    c = _counter(k)
+    assert k.zone is not None
+    pfn = alloc_pages(k.zone, 0, 0)
+    assert pfn is not None
+    va = k.pgt.va(pfn << k.pgt.PAGE_SHIFT)
+    e = measure(c, lambda: set_memory_pkey(k, va, 1, 0))
+    assert e.counts["change_memory_common"] == 1
+    assert (e.counts["pt_read"], e.calls["pt_read"]) == (5, 5)
+    assert e.counts["pt_write"] == 1 and e.counts["tlbi_va"] == 1
+    assert "linear_map_split" not in e.counts
+
+
+def _huge_process(k: Kernel) -> tuple[object, int]:
+    from kpkeys_sim.kernel.mm.fork import create_user_task
+    from kpkeys_sim.kernel.mm.mmap import (
+        MADV_HUGEPAGE,
+        MAP_ANONYMOUS,
+        MAP_PRIVATE,
+        PROT_READ,
+        PROT_WRITE,
+        do_madvise,
+        do_mmap,
+        mm_populate,
+    )
+    from kpkeys_sim.kernel.sched import schedule_to
+
+    p = create_user_task(k, "huge")
+    schedule_to(k, p)
+    mm = p.mm
+    assert mm is not None
+    size = k.pgt.PMD_SIZE
+    addr = do_mmap(k, mm, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
+    assert addr > 0 and addr % size == 0
+    assert do_madvise(k, mm, addr, size, MADV_HUGEPAGE) == 0
+    assert mm_populate(k, mm, addr, size) == 0
+    return p, addr
+
+
+def test_fork_and_zap_batch_rmap_work_per_folio() -> None:
+    """One PMD-order folio mapped by a full PTE table, then page 5 COW-broken in the parent:
+    the table maps folio[0..4], a small page, folio[6..511].  Fork copies 512 PTEs in 3
+    per-folio batches (folio_pte_batch stops at the foreign pfn); munmap zaps 512 PTEs in 3."""
+    from kpkeys_sim.kernel.mm.fork import do_exit, kernel_clone, kernel_wait
+    from kpkeys_sim.kernel.mm.memory import user_write
+    from kpkeys_sim.kernel.mm.mmap import do_munmap
+    from kpkeys_sim.kernel.sched import schedule_to
+
+    k = boot(_cfg("baseline", 256 << 20))
+    c = _counter(k)
+    parent, addr = _huge_process(k)
+    box: list[object] = []
+    e = measure(c, lambda: box.append(kernel_clone(k)))
+    assert (e.counts["copy_pte"], e.counts["folio_dup_rmap_ptes"]) == (512, 1)
+    user_write(k, addr + 5 * k.pgt.PAGE_SIZE, b"x")  # wp_page_copy: an order-0 page at PTE 5
+    e = measure(c, lambda: box.append(kernel_clone(k)))
+    assert (e.counts["copy_pte"], e.counts["folio_dup_rmap_ptes"]) == (512, 3)
+    for child in box:
+        schedule_to(k, child)  # type: ignore[arg-type]
+        do_exit(k, 0, next_task=parent)  # type: ignore[arg-type]
+        assert kernel_wait(k, parent, child.pid) is not None  # type: ignore[arg-type,attr-defined]
+    mm = parent.mm  # type: ignore[attr-defined]
+    e = measure(c, lambda: do_munmap(k, mm, addr, k.pgt.PMD_SIZE))
+    assert (e.counts["zap_pte"], e.counts["folio_remove_rmap_ptes"]) == (512, 3)
+
+
+@pytest.mark.parametrize("h, batches", [(0, 2048), (1, 4)])
+def test_micromm_h0_and_h1_differ_by_per_folio_batching(h: int, batches: int) -> None:
+    """Small size (8 MiB = 2048 PTEs in 4 tables): h:0 has one rmap batch per PTE, h:1 one
+    per table (each table maps one PMD-order folio), for both fork and munmap."""
+    fork = _run("micromm/fork", {"h": h}, "baseline", iterations=1).counts.events.counts
+    assert (fork["copy_pte"], fork["folio_dup_rmap_ptes"]) == (2048, batches)
+    unmap = _run("micromm/munmap", {"h": h}, "baseline", iterations=1).counts.events.counts
+    assert (unmap["zap_pte"], unmap["folio_remove_rmap_ptes"]) == (2048, batches)
+
+
+def test_vmalloc_vfree_bookkeeping_events() -> None:
+    """vmalloc(1 page) + vfree: kzalloc(vm_struct) + kmalloc(pages array of 8 bytes); vfree:
+    find_unlink_vmap_area, free_vmap_area_noflush (lazy tree), kvfree(pages) + kfree(vm).
+    600 pages: the 4800-byte pages array is vmalloc'ed in Linux, so one kmalloc/kfree."""
+    from kpkeys_sim.kernel.mm.vmalloc import vfree, vmalloc
+
+    k = boot(_cfg("baseline", 256 << 20))
+    c = _counter(k)
+    page = k.pgt.PAGE_SIZE
+    for nr, objs in ((1, 2), (600, 1)):
+        box: list[int | None] = []
+
+        def alloc(nr: int = nr, box: list[int | None] = box) -> None:
+            box.append(vmalloc(k, nr * page))
+
+        e = measure(c, alloc)
+        ptr = box[0]
+        assert ptr
+        assert e.counts.get("vmalloc_kmalloc") == objs
+        assert e.counts.get("vmap_area_alloc") == 1
+        e = measure(c, lambda ptr=ptr: vfree(k, ptr))
+        assert e.counts.get("vmalloc_kfree") == objs
+        assert e.counts.get("find_unlink_vmap_area") == 1
+        assert e.counts.get("free_vmap_area_noflush") == 1
+
+
+def test_vm_map_ram_vmap_block_events() -> None:
+    """vm_map_ram(1 page) / vm_unmap_ram: one vb_alloc and one vb_free per call; the first
+    call also creates the CPU's vmap block (kmalloc of the vmap_block + its vmap area)."""
+    from kpkeys_sim.kernel.mm.page_alloc import alloc_pages
+    from kpkeys_sim.kernel.mm.vmalloc import vm_map_ram, vm_unmap_ram
+
+    k = boot(_cfg("baseline", 256 << 20))
+    c = _counter(k)
+    assert k.zone is not None
+    pfn = alloc_pages(k.zone, 0, 0)
+    assert pfn is not None
+    expect_first = {"vb_alloc": 1, "vb_free": 1, "vmalloc_kmalloc": 1, "vmap_area_alloc": 1}
+    expect_next = {"vb_alloc": 1, "vb_free": 1}
+    for expect in (expect_first, expect_next):
+
+        def once() -> None:
+            addr = vm_map_ram(k, [pfn], 1)
+            assert addr
+            vm_unmap_ram(k, addr, 1)
+
+        e = measure(c, once)
+        got = {
+            kind: e.counts[kind]
+            for kind in ("vb_alloc", "vb_free", "vmalloc_kmalloc", "vmap_area_alloc")
+            if kind in e.counts
+        }
+        assert got == expect
+        assert "find_unlink_vmap_area" not in e.counts and "vmalloc_kfree" not in e.counts

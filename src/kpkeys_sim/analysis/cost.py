@@ -58,6 +58,8 @@ PRICES: dict[str, tuple[str, str]] = {
     "tlbi_asid": ("tlbi_asid", "n"),
     "tlbi_all": ("tlbi_all", "n"),
     "pt_write": ("pt_entry_write", "n"),
+    # software page-table reads: one price per read operation (emission)
+    "pt_read": ("pt_read", "calls"),
     "translation_miss": ("translation_miss", "n"),
     "walk_access": ("walk_access", "n"),
     # page and slab allocators: an allocator call costs the same whatever its order
@@ -74,17 +76,26 @@ PRICES: dict[str, tuple[str, str]] = {
     **{f"pgtable_alloc_{lv}": ("pgtable_ctor", "n") for lv in _LEVELS},
     **{f"pgtable_free_{lv}": ("pgtable_ctor", "n") for lv in _LEVELS},
     "linear_map_split": ("linear_map_split", "n"),
+    "change_memory_common": ("change_memory_common", "n"),
     # user memory (mm/memory.c)
     "page_fault": ("page_fault", "n"),
     "cow_break": ("page_copy", "n"),
     "copy_pte": ("folio_op", "n"),
     "zap_pte": ("folio_op", "n"),
+    "folio_dup_rmap_ptes": ("folio_rmap", "n"),
+    "folio_remove_rmap_ptes": ("folio_rmap", "n"),
     "munmap": ("vma_op", "n"),
     "fork": ("process_fork", "n"),
     "exit": ("process_exit", "n"),
     # vmalloc
     "vmap_area_alloc": ("vma_op", "n"),
     "vmap_purge": ("vma_op", "n"),
+    "find_unlink_vmap_area": ("vmap_tree_op", "n"),
+    "free_vmap_area_noflush": ("vmap_tree_op", "n"),
+    "vb_alloc": ("vmap_block_op", "n"),
+    "vb_free": ("vmap_block_op", "n"),
+    "vmalloc_kmalloc": ("slab_op", "n"),
+    "vmalloc_kfree": ("slab_op", "n"),
     # kpkeys allocators (their buddy allocations and pkey changes are priced separately)
     "pba_alloc": ("pba_cache_op", "n"),
     "pba_free": ("pba_cache_op", "n"),

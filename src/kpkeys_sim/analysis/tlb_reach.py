@@ -15,7 +15,10 @@ PBA, BBML2 systems) — is modelled here, analytically, from three inputs:
    Visits are counted from the model's events (:data:`HOT_VISITS`,
    :data:`COLD_VISITS`): a ``store_pt_entries`` call (one ``pt_write``
    emission) is one visit to a page-table page; a slab object operation is one
-   visit; a zeroed page is one visit to a freshly allocated page.
+   visit (``vmalloc_kmalloc``/``vmalloc_kfree`` included: slab objects the
+   model does not allocate itself); a zeroed page is one visit to a freshly
+   allocated page.  Software table reads (``pt_read``) add no visit: they
+   mostly read the table page the next ``pt_write`` visits anyway.
 3. **Working sets.**  Hot visits go uniformly to the kernel's data working
    set ``W`` bytes (a workload parameter, ``kernel_ws``); cold visits go
    uniformly to the whole linear map (RAM), the right reuse model for pages
@@ -70,6 +73,8 @@ HOT_VISITS: dict[str, tuple[str, int]] = {
     "pt_write": ("calls", 1),
     "slab_alloc": ("n", 1),
     "slab_free": ("n", 1),
+    "vmalloc_kmalloc": ("n", 1),
+    "vmalloc_kfree": ("n", 1),
 }
 #: Event kind -> (basis, visits per unit): visits to freshly allocated pages (uniform over RAM).
 COLD_VISITS: dict[str, tuple[str, int]] = {

@@ -86,6 +86,7 @@ from kpkeys_sim.kernel.mm.linear_map import (
 )
 from kpkeys_sim.kernel.mm.page import MemMap
 from kpkeys_sim.kernel.mm.page_alloc import (
+    PAGE_ZERO,
     SHRINK_EMPTY,
     SHRINK_STOP,
     BuddyAllocator,
@@ -687,7 +688,8 @@ def prepare_page(k: Kernel, pfn: int, gfp: int) -> int:
 
     The page is already protected, so zeroing runs at ``KPKEYS_LVL_PGTABLES``
     through a direct ``kpkeys_set_level`` / ``kpkeys_restore_pkey_reg`` pair
-    around a checked ``clear_page`` of its linear-map alias (§3.5).
+    around a checked ``clear_page`` of its linear-map alias (§3.5), which
+    emits ``page_zero`` (one page) as the buddy allocator's zeroing does.
     ``->mapping`` keeps the PBA data.
     """
 
@@ -701,6 +703,7 @@ def prepare_page(k: Kernel, pfn: int, gfp: int) -> int:
         reg = kpkeys_set_level(k, KPKEYS_LVL_PGTABLES)
         try:
             k.machine.clear_page(k.cpu, page_address(k, pfn))
+            k.machine.emit(PAGE_ZERO)
         finally:
             kpkeys_restore_pkey_reg(k, reg)
     return 0

@@ -142,6 +142,7 @@ from kpkeys_sim.kernel.mm.pgtable import (
     pte_offset_kernel,
     pte_set_fixmap,
     pte_set_fixmap_offset,
+    ptep_get,
     ptep_get_array,
     pud_clear_fixmap,
     pud_offset,
@@ -155,6 +156,7 @@ from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_kernel_range
 from kpkeys_sim.machine.events import declare_event
 
 __all__ = [
+    "CHANGE_MEMORY_COMMON",
     "LINEAR_MAP_SPLIT",
     "LINEAR_MAP_SPLIT_BY_KIND",
     "NO_BLOCK_MAPPINGS",
@@ -230,6 +232,14 @@ LINEAR_MAP_SPLIT_BY_KIND = {
     )
     for kind in SPLIT_KINDS
 }
+
+CHANGE_MEMORY_COMMON = declare_event(
+    "change_memory_common",
+    "__change_memory_common() calls (set_memory_pkey, set_memory_valid and change_memory_common "
+    "for set_memory_ro/rw/x/nx): the split lock, the generic page walker's callbacks and the "
+    "argument checks; its table reads, entry writes, splits and TLB flush are their own events",
+    "kernel",
+)
 
 #: A page-table allocator for __create_pgd_mapping: ``(k, pgtable_type) -> phys``.
 PgtableAllocFn = Callable[[Kernel, int], int]
@@ -386,8 +396,7 @@ def alloc_init_cont_pte(
     written through the ``FIX_PTE`` fixmap slot.
     """
     g = k.pgt
-    m = k.machine
-    pmd = m.load_u64(k.cpu, pmdp)
+    pmd = ptep_get(k, pmdp)
     if pmd_sect(pmd):
         raise _bug("pmd_sect(pmd) in alloc_init_cont_pte()")
     fresh = pmd == 0
@@ -479,7 +488,7 @@ def init_pmd(
             flush_run()
             old_pmd = int(old_all[i])
             alloc_init_cont_pte(k, pmdp + 8 * i, a, nxt, pa, prot | cbit, pgtable_alloc, flags)
-            if old_pmd != 0 and old_pmd != k.machine.load_u64(k.cpu, pmdp + 8 * i):
+            if old_pmd != 0 and old_pmd != ptep_get(k, pmdp + 8 * i):
                 raise _bug("pmd changed under an existing table in init_pmd()")
         pa += nxt - a
         a = nxt
@@ -499,8 +508,7 @@ def alloc_init_cont_pmd(
 ) -> None:
     """``alloc_init_cont_pmd()``: pmd level of ``[addr, end)`` under ``*pudp`` (contPMDs)."""
     g = k.pgt
-    m = k.machine
-    pud = m.load_u64(k.cpu, pudp)
+    pud = ptep_get(k, pudp)
     if pud_sect(pud):
         raise _bug("pud_sect(pud) in alloc_init_cont_pmd()")
     if pud == 0:
@@ -540,11 +548,10 @@ def alloc_init_pud(
 ) -> None:
     """``alloc_init_pud()``: 1 GiB blocks (4K, aligned, blocks allowed), else the pmd level."""
     g = k.pgt
-    m = k.machine
     if g.mm_pud_folded:
         pudp = p4dp
     else:
-        p4d = m.load_u64(k.cpu, p4dp)
+        p4d = ptep_get(k, p4dp)
         if p4d == 0:
             p4dval = P4D_TYPE_TABLE | P4D_TABLE_UXN | P4D_TABLE_AF
             if flags & NO_EXEC_MAPPINGS:
@@ -563,7 +570,7 @@ def alloc_init_pud(
     a = addr
     pa = phys
     while True:
-        old_pud = m.load_u64(k.cpu, pudp)
+        old_pud = ptep_get(k, pudp)
         nxt = g.pud_addr_end(a, end)
         if (
             g.pud_sect_supported
@@ -573,11 +580,11 @@ def alloc_init_pud(
             new = g.pfn_pud(pa >> g.PAGE_SHIFT, mk_pud_sect_prot(prot))
             if pgattr_change_is_safe(old_pud, new):
                 set_pud(k, pudp, new)
-            if not pgattr_change_is_safe(old_pud, m.load_u64(k.cpu, pudp)):
+            if not pgattr_change_is_safe(old_pud, ptep_get(k, pudp)):
                 raise _bug("!pgattr_change_is_safe() in alloc_init_pud()")
         else:
             alloc_init_cont_pmd(k, pudp, a, nxt, pa, prot, pgtable_alloc, flags)
-            if old_pud != 0 and old_pud != m.load_u64(k.cpu, pudp):
+            if old_pud != 0 and old_pud != ptep_get(k, pudp):
                 raise _bug("pud changed under an existing table")
         pa += nxt - a
         a = nxt
@@ -757,20 +764,18 @@ def split_pud(k: Kernel, pudp: int, pud: int, gfp: int, to_cont: bool) -> int:
 def _split_kernel_leaf_mapping_locked(k: Kernel, addr: int) -> int:
     """``split_kernel_leaf_mapping_locked(addr)``: make ``addr`` a leaf boundary."""
     g = k.pgt
-    m = k.machine
-    cpu = k.cpu
     if addr & (g.PGDIR_SIZE - 1) == 0:
         return 0
     pgdp = pgd_offset_k(k, addr)
     if g.mm_pud_folded:
         pudp = pgdp
     else:
-        if m.load_u64(cpu, pgdp) == 0:  # !p4d_present
+        if ptep_get(k, pgdp) == 0:  # !p4d_present
             return 0
         if addr & (g.PUD_SIZE - 1) == 0:
             return 0
         pudp = pud_offset(k, p4d_offset(k, pgdp, addr), addr)
-    pud = m.load_u64(cpu, pudp)
+    pud = ptep_get(k, pudp)
     if not pud_present(pud):
         return 0
     if pud_leaf(pud):
@@ -780,7 +785,7 @@ def _split_kernel_leaf_mapping_locked(k: Kernel, addr: int) -> int:
     if addr & (g.CONT_PMD_SIZE - 1) == 0:
         return 0
     pmdp = pmd_offset(k, pudp, addr)
-    pmd = m.load_u64(cpu, pmdp)
+    pmd = ptep_get(k, pmdp)
     if not pmd_present(pmd):
         return 0
     if pmd_leaf(pmd):
@@ -794,7 +799,7 @@ def _split_kernel_leaf_mapping_locked(k: Kernel, addr: int) -> int:
     if addr & (g.CONT_PTE_SIZE - 1) == 0:
         return 0
     ptep = pte_offset_kernel(k, pmdp, addr)
-    pte = m.load_u64(cpu, ptep)
+    pte = ptep_get(k, ptep)
     if not pte_present(pte):
         return 0
     if pte_cont(pte):
@@ -916,20 +921,18 @@ def _pageattr_pmds(
 def _pageattr_walk(k: Kernel, start: int, end: int, set_mask: int, clear_mask: int) -> int:
     """``walk_kernel_page_table_range_lockless(start, end, &pageattr_ops)``."""
     g = k.pgt
-    m = k.machine
-    cpu = k.cpu
     addr = start
     while addr < end:
         nxt_pgd = g.pgd_addr_end(addr, end)
         pgdp = pgd_offset_k(k, addr)
-        if m.load_u64(cpu, pgdp) == 0:
+        if ptep_get(k, pgdp) == 0:
             addr = nxt_pgd
             continue
         a = addr
         while a < nxt_pgd:
             nxt = g.pud_addr_end(a, nxt_pgd)
             pudp = pgdp if g.mm_pud_folded else pud_offset(k, pgdp, a)
-            pud = m.load_u64(cpu, pudp)
+            pud = ptep_get(k, pudp)
             if pud == 0:
                 a = nxt
                 continue
@@ -975,7 +978,9 @@ def __change_memory_common(k: Kernel, start: int, size: int, set_mask: int, clea
 
     ``update_range_prot`` then ``flush_tlb_kernel_range`` — skipped when the
     only change is setting PTE_VALID (an invalid entry is never cached).
+    Emits ``change_memory_common`` once per call.
     """
+    k.machine.emit(CHANGE_MEMORY_COMMON)
     ret = update_range_prot(k, start, size, set_mask, clear_mask)
     if set_mask != PTE_VALID or clear_mask:
         flush_tlb_kernel_range(k, start, start + size)

@@ -55,6 +55,7 @@ from kpkeys_sim.kernel.arch.arm64_pgtable import (
     PMD_TYPE_MASK,
     PMD_TYPE_TABLE,
     PTE_ADDR_MASK,
+    PTE_AF,
     PTE_DIRTY,
     PTE_NG,
     PTE_PRESENT_INVALID,
@@ -121,9 +122,12 @@ from kpkeys_sim.kernel.mm.pgalloc import (
 from kpkeys_sim.kernel.mm.pgtable import (
     __set_ptes_nosync_array,
     p4d_clear,
+    p4dp_get,
     pgd_offset,
+    pgdp_get,
     pmd_offset,
     pmd_populate,
+    pmdp_get,
     pte_clear_array,
     ptep_get,
     ptep_get_and_clear,
@@ -131,6 +135,7 @@ from kpkeys_sim.kernel.mm.pgtable import (
     ptep_set_access_flags,
     pud_clear,
     pud_offset,
+    pudp_get,
     set_pmd_array,
     set_pte_at,
     set_ptes,
@@ -150,6 +155,8 @@ __all__ = [
     "FAULT_FLAG_INSTRUCTION",
     "FAULT_FLAG_USER",
     "FAULT_FLAG_WRITE",
+    "FOLIO_DUP_RMAP_PTES",
+    "FOLIO_REMOVE_RMAP_PTES",
     "PAGE_FAULT",
     "PAGE_MAPPING_ANON",
     "VM_FAULT_ERROR",
@@ -213,6 +220,18 @@ PAGE_FAULT = declare_event(
 COW_BREAK = declare_event("cow_break", "copy-on-write breaks (wp_page_copy)", "kernel")
 ZAP_PTE = declare_event("zap_pte", "user PTEs cleared by zap_pte_range", "kernel")
 COPY_PTE = declare_event("copy_pte", "user PTEs copied by copy_pte_range (fork)", "kernel")
+FOLIO_DUP_RMAP_PTES = declare_event(
+    "folio_dup_rmap_ptes",
+    "per-folio batches of copy_present_ptes (fork): one folio_try_dup_anon_rmap_pte(s) / "
+    "folio_dup_file_rmap_pte(s) + folio_ref_add each (large folios batched by folio_pte_batch)",
+    "kernel",
+)
+FOLIO_REMOVE_RMAP_PTES = declare_event(
+    "folio_remove_rmap_ptes",
+    "per-folio batches of zap_present_ptes: one folio_remove_rmap_ptes + "
+    "__tlb_remove_folio_pages each (large folios batched by folio_pte_batch)",
+    "kernel",
+)
 
 _HEAD = np.uint32(1 << PG_head)
 _TAIL = np.uint32(1 << PG_tail)
@@ -513,11 +532,9 @@ def _pmd_tables(k: Kernel, mm: mm_struct, addr: int, end: int) -> Iterator[tuple
     """
     g = k.pgt
     pgdp = pgd_offset(k, mm, addr)
-    m = k.machine
-    cpu = k.cpu
     while addr < end:
         nxt = g.pgd_addr_end(addr, end)
-        pgd = m.load_u64(cpu, pgdp)
+        pgd = pgdp_get(k, pgdp)
         if pgd:
             if g.mm_pud_folded:
                 yield pgdp, addr, nxt
@@ -526,7 +543,7 @@ def _pmd_tables(k: Kernel, mm: mm_struct, addr: int, end: int) -> Iterator[tuple
                 pudp = pud_offset(k, pgdp, a)
                 while a < nxt:
                     pnext = g.pud_addr_end(a, nxt)
-                    if m.load_u64(cpu, pudp):
+                    if pudp_get(k, pudp):
                         yield pudp, a, pnext
                     pudp += 8
                     a = pnext
@@ -574,14 +591,27 @@ class _PteBatch:
     most once, so the per-page updates need no de-duplication.
     """
 
-    __slots__ = ("count", "vals")
+    __slots__ = ("adjacent", "count", "normal", "vals")
 
     def __init__(self) -> None:
         self.vals: list[U64Array] = []
+        #: Per added table slice: entry ``i`` follows entry ``i - 1`` in the table
+        #: (``False`` for the first entry of a slice and after skipped none entries).
+        self.adjacent: list[npt.NDArray[np.bool_]] = []
+        #: Which entries :meth:`normal_idx` kept (None: all of them).
+        self.normal: npt.NDArray[np.bool_] | None = None
         self.count = 0
 
-    def add(self, vals: U64Array) -> None:
+    def add(self, vals: U64Array, pos: I64Array | None = None) -> None:
+        """Add one table slice's entries; ``pos`` are their indices in the slice when
+        none entries were skipped (None: the entries are consecutive)."""
         self.vals.append(vals)
+        adj = np.ones(len(vals), dtype=np.bool_)
+        if len(vals):
+            adj[0] = False
+            if pos is not None:
+                adj[1:] = np.diff(pos) == 1
+        self.adjacent.append(adj)
         self.count += len(vals)
 
     def normal_idx(self, k: Kernel) -> tuple[I64Array, U64Array]:
@@ -597,6 +627,7 @@ class _PteBatch:
         n = self.count
         vals = np.concatenate(self.vals, out=st.buffer(0, n))
         low = np.bitwise_and(vals, _LOW_BITS, out=st.buffer(1, n))
+        self.normal = None
         if not bool(np.all(low == _USER_PRESENT)):
             # Slow path: entries other than present, non-special user pages.
             if not bool(((low & _PRESENT_BITS) != _ZERO64).all()):
@@ -604,6 +635,7 @@ class _PteBatch:
             normal = (low & _SPECIAL) == _ZERO64
             if not bool(normal.all()):
                 vals = vals[normal]
+                self.normal = normal
         memmap = _memmap(k)
         # pte_pfn() into the second buffer (``vals`` stays valid for the caller).
         raw = np.bitwise_and(vals, _ADDR, out=st.buffer(1, len(vals)))
@@ -613,6 +645,35 @@ class _PteBatch:
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= memmap.nr_pages):
             raise KernelBug("BUG: Bad page map: user PTE maps a pfn without a struct page")
         return idx, vals
+
+    def rmap_batches(
+        self, idx: I64Array, vals: U64Array, hidx: I64Array, compound: bool, ignore_dirty: bool
+    ) -> int:
+        """The number of per-folio batches (rmap operations) over the normal entries.
+
+        ``idx``/``vals``/``hidx`` are :meth:`normal_idx`'s result and the folio
+        heads.  Linux handles a small folio one PTE at a time, and a large one
+        in batches (``folio_pte_batch``): consecutive entries of one table
+        slice mapping consecutive pages of the same folio whose values agree
+        once the ignored bits are cleared (access flag and write permission
+        always; the dirty state when ``ignore_dirty``, i.e. for zap and for a
+        shared mapping's copy).  A special entry or a skipped none entry ends
+        a batch.
+        """
+        n = len(idx)
+        if not compound or n < 2:
+            return n
+        adj = np.concatenate(self.adjacent)
+        if self.normal is not None:
+            adj[1:] &= self.normal[:-1]
+            adj = adj[self.normal]
+        cont = adj[1:]
+        cont &= hidx[1:] == hidx[:-1]
+        cont &= idx[1:] == idx[:-1] + 1
+        ignored = np.uint64(PTE_AF | (PTE_DIRTY if ignore_dirty else 0) | PTE_ADDR_MASK)
+        norm = ptes_wrprotect(vals) & ~ignored
+        cont &= norm[1:] == norm[:-1]
+        return n - int(np.count_nonzero(cont))
 
 
 def _ptes_pfn(k: Kernel, vals: U64Array) -> I64Array:
@@ -654,9 +715,11 @@ def _zap_finish(k: Kernel, tlb: mmu_gather, vma: vm_area_struct, batch: _PteBatc
                 dirty = ptes_dirty_mask(vals)
                 if bool(dirty.any()):
                     memmap.flags[hidx[dirty]] |= np.uint32(1 << PG_dirty)
+        nops = batch.rmap_batches(idx, vals, hidx, compound, True)
         u, c = _fold_refs(hidx, compound)
         # The gather keeps the array: copy it out of the scratch buffer.
         tlb_remove_folio_refs(tlb, u.copy() if u.base is not None else u, c, index=True)
+        k.machine.emit(FOLIO_REMOVE_RMAP_PTES, nops)
     k.machine.emit(ZAP_PTE, batch.count)
 
 
@@ -670,6 +733,7 @@ def _zap_ptes(k: Kernel, tlb: mmu_gather, pmd: int, addr: int, end: int, batch: 
         return
     lazy_mmu_mode_enable(k)
     try:
+        pos = None
         if cleared == n:
             pte_clear_array(k, ptep, n)
         else:
@@ -677,9 +741,10 @@ def _zap_ptes(k: Kernel, tlb: mmu_gather, pmd: int, addr: int, end: int, batch: 
             for lo, hi in _runs(nz):
                 pte_clear_array(k, ptep + 8 * lo, hi - lo)
             old = old[nz]
+            pos = np.flatnonzero(nz)
     finally:
         lazy_mmu_mode_disable(k)
-    batch.add(old)
+    batch.add(old, pos)
     tlb.cleared_ptes = True
     __tlb_adjust_range(tlb, addr, end - addr)
 
@@ -693,8 +758,9 @@ def zap_pte_range(
     store per run of non-none entries (Linux's per-entry
     ``ptep_get_and_clear_full``; in the sequential model the xchg is the
     batch load plus the guarded store); then ``mapcount`` is decremented per
-    page (``folio_remove_rmap_ptes``), dirty shared file pages are marked
-    dirty, the rss counters drop, and the folio references go to the gather
+    page (``folio_remove_rmap_ptes``, counted once per folio batch as
+    ``folio_remove_rmap_ptes``), dirty shared file pages are marked dirty,
+    the rss counters drop, and the folio references go to the gather
     (dropped after the TLB flush).  Returns the number of entries cleared.
     """
     batch = _PteBatch()
@@ -787,12 +853,10 @@ def free_pgd_range(
     if addr > ((end - 1) & u):
         return
     mm = tlb.mm
-    m = k.machine
-    cpu = k.cpu
     pgdp = pgd_offset(k, mm, addr)
     while addr != end:
         nxt = g.pgd_addr_end(addr, end)
-        if m.load_u64(cpu, pgdp):
+        if pgdp_get(k, pgdp):
             if g.mm_pud_folded:
                 # pgtable-nopud.h: the pgd entry is the pud entry; free_pmd_range directly.
                 _free_pmd_range(k, tlb, pgdp, addr, nxt, floor, ceiling)
@@ -817,7 +881,7 @@ def _free_pmd_range(
             return
     if not _ceil_ok(end, ceiling):
         return
-    pud = k.machine.load_u64(k.cpu, pudp)
+    pud = pudp_get(k, pudp)
     pud_clear(k, pudp)
     pmd_free_tlb(tlb, (pud & PTE_ADDR_MASK) >> g.PAGE_SHIFT, start)
     mm_dec_nr_pmds(k, tlb.mm)
@@ -828,14 +892,12 @@ def _free_pud_range(
 ) -> None:
     """``free_pud_range()``: each PMD range, then the PUD table if the P4D range is inside."""
     g = k.pgt
-    m = k.machine
-    cpu = k.cpu
     start = addr
     pudp = pud_offset(k, p4dp, addr)
     a = addr
     while a != end:
         nxt = g.pud_addr_end(a, end)
-        if m.load_u64(cpu, pudp):
+        if pudp_get(k, pudp):
             _free_pmd_range(k, tlb, pudp, a, nxt, floor, ceiling)
         pudp += 8
         a = nxt
@@ -850,7 +912,7 @@ def _free_pud_range(
             return
     if not _ceil_ok(end, ceiling):
         return
-    p4d = m.load_u64(cpu, p4dp)
+    p4d = p4dp_get(k, p4dp)
     p4d_clear(k, p4dp)
     pud_free_tlb(tlb, (p4d & PTE_ADDR_MASK) >> g.PAGE_SHIFT, start)
     mm_dec_nr_puds(k, tlb.mm)
@@ -886,7 +948,7 @@ def free_pgtables(
 
 def _pte_of(k: Kernel, pmdp: int, addr: int) -> tuple[int, int] | None:
     """``(ptep, pte)`` of ``addr`` under ``*pmdp``, or None when the PMD is none."""
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = pmdp_get(k, pmdp)
     if not pmd:
         return None
     ptep = _pte_table_ptr(k, pmd, addr)
@@ -902,7 +964,7 @@ def _anon_folio_order(k: Kernel, vma: vm_area_struct, pmdp: int, addr: int) -> i
     haddr = addr & g.PMD_MASK
     if haddr < vma.vm_start or haddr + g.PMD_SIZE > vma.vm_end:
         return 0
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = pmdp_get(k, pmdp)
     if pmd:
         ptes = ptep_get_array(k, _pte_table_ptr(k, pmd, haddr), g.PTRS_PER_PTE)
         if bool(ptes.any()):
@@ -1306,7 +1368,7 @@ def populate_vma_range(k: Kernel, vma: vm_area_struct, start: int, end: int) -> 
 def _populate_pte_table(k: Kernel, vma: vm_area_struct, pmdp: int, addr: int, end: int) -> int:
     g = k.pgt
     mm = vma.vm_mm
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = pmdp_get(k, pmdp)
     ptep = _pte_table_ptr(k, pmd, addr)
     n = (end - addr) >> g.PAGE_SHIFT
     old = ptep_get_array(k, ptep, n)
@@ -1401,12 +1463,14 @@ def _copy_finish(k: Kernel, dst_vma: vm_area_struct, batch: _PteBatch) -> None:
     """The rmap/refcount/rss updates of :func:`copy_pte_range` for the copied entries."""
     if not batch.count:
         return
-    idx, _vals = batch.normal_idx(k)
+    idx, vals = batch.normal_idx(k)
     if len(idx):
         memmap = _memmap(k)
         st = user_mm_init(k)
         st.add_at(memmap.mapcount, idx, 1)
         hidx, compound = _folio_head_idx(k, idx)
+        shared = bool(dst_vma.vm_flags & VM_SHARED)
+        k.machine.emit(FOLIO_DUP_RMAP_PTES, batch.rmap_batches(idx, vals, hidx, compound, shared))
         if dst_vma.vm_file is None:
             _add_rss(dst_vma.vm_mm, len(hidx), 0, 0)
         else:
@@ -1454,6 +1518,7 @@ def _copy_ptes(
     dst_ptep = dst_table + 8 * g.pte_index(addr)
     all_nz = copied == n
     nz = None if all_nz else src != _ZERO64
+    pos = None if nz is None else np.flatnonzero(nz)
     vals = src
     lazy_mmu_mode_enable(k)
     try:
@@ -1482,7 +1547,7 @@ def _copy_ptes(
             vals = vals[nz]
     finally:
         lazy_mmu_mode_disable(k)
-    batch.add(vals)
+    batch.add(vals, pos)
     return 0
 
 
@@ -1508,8 +1573,10 @@ def copy_pte_range(
     run of non-none entries is stored with one bulk ``set_ptes``.  Finally
     ``mapcount`` and the folio references grow by one per copied PTE
     (``folio_try_dup_anon_rmap_ptes``/``folio_dup_file_rmap_ptes`` +
-    ``folio_ref_add``) and the child's rss counters are updated.  Returns 0
-    or ``-ENOMEM``.
+    ``folio_ref_add``) and the child's rss counters are updated; the rmap
+    work is counted per folio batch (``folio_dup_rmap_ptes``: one per small
+    folio, one per ``folio_pte_batch`` run of a large one,
+    :meth:`_PteBatch.rmap_batches`).  Returns 0 or ``-ENOMEM``.
     """
     batch = _PteBatch()
     ret = _copy_ptes(k, dst_vma, src_vma, dst_pmdp, dst_pmd, src_pmd, addr, end, batch)

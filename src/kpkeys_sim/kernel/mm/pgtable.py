@@ -51,6 +51,17 @@ Walks.  Pointers are kernel VAs of entries.  ``*_offset`` load the parent
 entry with a checked load and return ``__va(table) + index * 8``; a folded
 level returns the pointer it was given (``include/asm-generic/pgtable-nop4d.h``,
 ``-nopud.h``).
+
+Reads (event ``pt_read``).  The software reads of page-table entries made
+through the read and walk helpers below — ``ptep_get`` and its
+``pXdp_get`` aliases, ``ptep_get_array`` (a bulk load of consecutive
+entries), the parent-entry loads of ``pud_offset``/``pmd_offset``/
+``pte_offset_kernel``/``pte_offset_map`` and of the ``*_set_fixmap_offset``
+helpers, and ``ptep_set_access_flags`` when it returns without writing —
+emit ``pt_read`` with the number of entries read (one emission per read
+operation).  The load inside an update (the xchg/cmpxchg loops, the
+access-flag update that writes) is part of that entry's write and emits
+nothing here.
 """
 
 from __future__ import annotations
@@ -103,12 +114,13 @@ from kpkeys_sim.kernel.errors import KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_kernel_range, flush_tlb_page
 from kpkeys_sim.kernel.sched import TIF_LAZY_MMU_PENDING, current, set_thread_flag
-from kpkeys_sim.machine.events import DSB, ISB
+from kpkeys_sim.machine.events import DSB, ISB, declare_event
 
 if TYPE_CHECKING:
     from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
 
 __all__ = [
+    "PT_READ",
     "__p4d_populate",
     "__pgd_populate",
     "__pmd_populate",
@@ -189,6 +201,13 @@ U64Array = npt.NDArray[np.uint64]
 
 _ACCESS_KEEP = PTE_RDONLY | PTE_AF | PTE_WRITE | PTE_DIRTY
 
+PT_READ = declare_event(
+    "pt_read",
+    "page-table entries read by the software read/walk helpers (ptep_get, pXd_offset, "
+    "bulk table loads); one emission per read operation",
+    "kernel",
+)
+
 
 # --- barriers and lazy MMU (asm/pgtable.h, v6.16) ------------------------------------------------
 
@@ -235,9 +254,17 @@ def _queue_pte_barriers_n(k: Kernel, n: int) -> None:
 # --- reads ---------------------------------------------------------------------------------------
 
 
+def _load_entry(k: Kernel, ptep: int) -> int:
+    """A checked load of one entry, counted as one ``pt_read``."""
+    m = k.machine
+    val = m.load_u64(k.cpu, ptep)
+    m.emit(PT_READ)
+    return val
+
+
 def ptep_get(k: Kernel, ptep: int) -> int:
-    """``ptep_get(ptep)`` / ``__ptep_get``: a checked load of the entry."""
-    return k.machine.load_u64(k.cpu, ptep)
+    """``ptep_get(ptep)`` / ``__ptep_get``: a checked load of the entry (one ``pt_read``)."""
+    return _load_entry(k, ptep)
 
 
 __ptep_get = ptep_get
@@ -247,13 +274,25 @@ p4dp_get = ptep_get
 pgdp_get = ptep_get
 
 
-def ptep_get_array(k: Kernel, ptep: int, n: int) -> U64Array:
-    """A copy of ``n`` consecutive entries from ``ptep`` (one checked read of the page)."""
+def _load_entries(k: Kernel, ptep: int, n: int) -> U64Array:
+    """A copy of ``n`` consecutive entries from ``ptep`` (one checked read; no event)."""
     table = k.machine.load_table(k.cpu, ptep)
     i = (ptep & (k.pgt.PAGE_SIZE - 1)) >> 3
     if i + n > len(table):
         raise ValueError(f"{n} entries at {ptep:#x} cross a page boundary")
     return table[i : i + n].copy()
+
+
+def ptep_get_array(k: Kernel, ptep: int, n: int) -> U64Array:
+    """A copy of ``n`` consecutive entries from ``ptep`` (one checked read of the page).
+
+    ``n`` × ``ptep_get`` of consecutive entries: emits ``pt_read`` once with
+    count ``n`` (nothing for ``n == 0``).
+    """
+    vals = _load_entries(k, ptep, n)
+    if n > 0:
+        k.machine.emit(PT_READ, n)
+    return vals
 
 
 # --- pte writers ---------------------------------------------------------------------------------
@@ -362,7 +401,7 @@ def ptep_get_and_clear_array(k: Kernel, ptep: int, n: int) -> U64Array:
     if n <= 0:
         return np.zeros(0, dtype=np.uint64)
     with k.pgtables_guard(k):
-        old = ptep_get_array(k, ptep, n)
+        old = _load_entries(k, ptep, n)
         k.machine.store_pt_entries(k.cpu, ptep, 0, n)
     if n > 1:
         k.pgtables_guard_repeat(k, n - 1)
@@ -388,7 +427,7 @@ def ptep_set_wrprotect_array(k: Kernel, ptep: int, mask: npt.NDArray[np.bool_]) 
     n = len(idx)
     if n == 0:
         return
-    old = ptep_get_array(k, ptep, int(idx[-1]) + 1)
+    old = _load_entries(k, ptep, int(idx[-1]) + 1)
     new = ptes_wrprotect(old)
     breaks = np.flatnonzero(np.diff(idx) != 1)
     starts = np.concatenate(([0], breaks + 1))
@@ -431,6 +470,8 @@ def ptep_set_access_flags(
     m = k.machine
     pte = m.load_u64(k.cpu, ptep)
     if pte == entry:
+        # The pte_same() early return: only the read happened.
+        m.emit(PT_READ)
         return False
     if dirty and vma is None:
         raise ValueError("ptep_set_access_flags(dirty=True) needs the vma and address to flush")
@@ -648,21 +689,21 @@ def pud_offset(k: Kernel, p4dp: int, addr: int) -> int:
     g = k.pgt
     if g.mm_pud_folded:
         return p4dp
-    p4d = k.machine.load_u64(k.cpu, p4dp)
+    p4d = _load_entry(k, p4dp)
     return g.va(p4d & PTE_ADDR_MASK) + 8 * g.pud_index(addr)
 
 
 def pmd_offset(k: Kernel, pudp: int, addr: int) -> int:
     """``pmd_offset(pudp, addr)``: the entry of ``addr`` in the pmd table ``*pudp`` points to."""
     g = k.pgt
-    pud = k.machine.load_u64(k.cpu, pudp)
+    pud = _load_entry(k, pudp)
     return g.va(pud & PTE_ADDR_MASK) + 8 * g.pmd_index(addr)
 
 
 def pte_offset_kernel(k: Kernel, pmdp: int, addr: int) -> int:
     """``pte_offset_kernel(pmdp, addr)``."""
     g = k.pgt
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = _load_entry(k, pmdp)
     return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
 
 
@@ -672,7 +713,7 @@ def pte_offset_map(k: Kernel, pmdp: int, addr: int) -> int | None:
     ``__pte_offset_map``: none, non-present, leaf (huge) and bad entries give NULL.
     """
     g = k.pgt
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = _load_entry(k, pmdp)
     if pmd_none(pmd) or not pmd_present(pmd) or pmd_leaf(pmd) or pmd_bad(pmd):
         return None
     return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
@@ -725,7 +766,7 @@ def pte_set_fixmap(k: Kernel, phys: int) -> int:
 
 def pte_set_fixmap_offset(k: Kernel, pmdp: int, addr: int) -> int:
     """``pte_set_fixmap_offset(pmdp, addr)``: the PTE entry of ``addr``, through ``FIX_PTE``."""
-    pmd = k.machine.load_u64(k.cpu, pmdp)
+    pmd = _load_entry(k, pmdp)
     return pte_set_fixmap(k, (pmd & PTE_ADDR_MASK) + 8 * k.pgt.pte_index(addr))
 
 
@@ -741,7 +782,7 @@ def pmd_set_fixmap(k: Kernel, phys: int) -> int:
 
 def pmd_set_fixmap_offset(k: Kernel, pudp: int, addr: int) -> int:
     """``pmd_set_fixmap_offset(pudp, addr)``."""
-    pud = k.machine.load_u64(k.cpu, pudp)
+    pud = _load_entry(k, pudp)
     return pmd_set_fixmap(k, (pud & PTE_ADDR_MASK) + 8 * k.pgt.pmd_index(addr))
 
 
@@ -759,7 +800,7 @@ def pud_set_fixmap_offset(k: Kernel, p4dp: int, addr: int) -> int:
     """``pud_set_fixmap_offset(p4dp, addr)``: ``p4dp`` itself when the pud is folded."""
     if k.pgt.mm_pud_folded:
         return p4dp
-    p4d = k.machine.load_u64(k.cpu, p4dp)
+    p4d = _load_entry(k, p4dp)
     return pud_set_fixmap(k, (p4d & PTE_ADDR_MASK) + 8 * k.pgt.pud_index(addr))
 
 

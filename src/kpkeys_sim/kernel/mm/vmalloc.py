@@ -120,6 +120,12 @@ from kpkeys_sim.kernel.mm.tlbflush import __flush_tlb_kernel_pgtable, flush_tlb_
 from kpkeys_sim.machine.events import declare_event
 
 __all__ = [
+    "FIND_UNLINK_VMAP_AREA",
+    "FREE_VMAP_AREA_NOFLUSH",
+    "VB_ALLOC",
+    "VB_FREE",
+    "VMALLOC_KFREE",
+    "VMALLOC_KMALLOC",
     "VMALLOC_TOTAL",
     "VMAP_AREA_ALLOC",
     "VMAP_BBMAP_BITS",
@@ -177,6 +183,36 @@ VMAP_AREA_ALLOC = declare_event(
 VMAP_PURGE = declare_event(
     "vmap_purge",
     "vmap areas returned by a lazy purge (__purge_vmap_area_lazy; one TLB flush per purge)",
+    "kernel",
+)
+
+
+FIND_UNLINK_VMAP_AREA = declare_event(
+    "find_unlink_vmap_area",
+    "busy vmap areas looked up and erased from the busy tree (find_unlink_vmap_area: "
+    "remove_vm_area for vfree/vunmap, vm_unmap_ram of a large area)",
+    "kernel",
+)
+FREE_VMAP_AREA_NOFLUSH = declare_event(
+    "free_vmap_area_noflush",
+    "vmap areas inserted into the lazy-free tree (free_vmap_area_noflush)",
+    "kernel",
+)
+VB_ALLOC = declare_event(
+    "vb_alloc", "vb_alloc() calls (vm_map_ram of <= VMAP_MAX_ALLOC pages)", "kernel"
+)
+VB_FREE = declare_event("vb_free", "vb_free() calls (vm_unmap_ram of a vmap-block range)", "kernel")
+VMALLOC_KMALLOC = declare_event(
+    "vmalloc_kmalloc",
+    "kmalloc_node/kzalloc_node calls of the vmalloc paths for objects the model keeps as Python "
+    "objects: the vm_struct (__get_vm_area_node), the pages array of up to PAGE_SIZE "
+    "(__vmalloc_area_node) and the vmap_block (new_vmap_block)",
+    "kernel",
+)
+VMALLOC_KFREE = declare_event(
+    "vmalloc_kfree",
+    "kfree/kvfree/kfree_rcu calls of the vmalloc paths for the same objects (vfree, vunmap, "
+    "free_vmap_block)",
     "kernel",
 )
 
@@ -410,6 +446,7 @@ def free_vmap_area_noflush(k: Kernel, va: vmap_area) -> None:
     if s.busy.pop(va.va_start, None) is not va:
         raise KernelBug(f"free_vmap_area_noflush: {va!r} is not allocated")
     s.purge_list.append(va)
+    k.machine.emit(FREE_VMAP_AREA_NOFLUSH)
     s.vmap_lazy_nr += (va.va_end - va.va_start) >> k.pgt.PAGE_SHIFT
     if s.vmap_lazy_nr > lazy_max_pages(k):
         __purge_vmap_area_lazy(k, k.pgt.VMALLOC_END, 0)
@@ -671,8 +708,10 @@ def __get_vm_area_node(
     if not flags & VM_NO_GUARD:
         size += g.PAGE_SIZE
     align = max(align, g.PAGE_SIZE)
+    k.machine.emit(VMALLOC_KMALLOC)  # kzalloc_node(sizeof(struct vm_struct))
     va = alloc_vmap_area(k, size, align, start, end)
     if va is None:
+        k.machine.emit(VMALLOC_KFREE)
         return None
     vm = vm_struct(va.va_start, size, flags)
     va.vm = vm
@@ -709,6 +748,7 @@ def remove_vm_area(k: Kernel, addr: int) -> vm_struct | None:
     va = find_vmap_area(k, addr)
     if va is None or va.vm is None:
         return None
+    k.machine.emit(FIND_UNLINK_VMAP_AREA)
     vm = va.vm
     vunmap_range_noflush(k, va.va_start, va.va_start + _area_size(k, vm))
     free_vmap_area_noflush(k, va)
@@ -749,6 +789,14 @@ def _vm_area_alloc_pages(k: Kernel, gfp: int, order: int, nr_pages: int) -> list
     return pages
 
 
+def _pages_array_is_kmalloc(k: Kernel, vm: vm_struct) -> bool:
+    """``__vmalloc_area_node`` kmallocs ``area->pages`` when it fits in a page (else it
+    is vmalloc'ed, which the model does not re-enact)."""
+    return bool(vm.flags & VM_ALLOC) and (_area_size(k, vm) >> k.pgt.PAGE_SHIFT) * 8 <= (
+        k.pgt.PAGE_SIZE
+    )
+
+
 def _free_pages_list(k: Kernel, pages: list[int]) -> None:
     zone = _zone(k)
     for pfn in pages:
@@ -779,6 +827,8 @@ def __vmalloc_node_range(
         if vm is None:
             return None
         nr = _area_size(k, vm) >> g.PAGE_SHIFT
+        if _pages_array_is_kmalloc(k, vm):
+            k.machine.emit(VMALLOC_KMALLOC)  # area->pages = kmalloc_node(array_size)
         pages = _vm_area_alloc_pages(k, gfp, shift - g.PAGE_SHIFT, nr)
         vm.pages = pages
         if len(pages) < nr:
@@ -846,6 +896,9 @@ def vfree(k: Kernel, addr: int) -> None:
         raise KernelBug(f"Trying to vfree() nonexistent vm area ({addr:#x})")
     _free_pages_list(k, vm.pages)
     vm.pages = []
+    if _pages_array_is_kmalloc(k, vm):
+        k.machine.emit(VMALLOC_KFREE)  # kvfree(vm->pages)
+    k.machine.emit(VMALLOC_KFREE)  # kfree(vm)
 
 
 def vmap(k: Kernel, pages: list[int], count: int, flags: int, prot: int) -> int | None:
@@ -861,6 +914,7 @@ def vmap(k: Kernel, pages: list[int], count: int, flags: int, prot: int) -> int 
         return None
     if vmap_pages_range(k, vm.addr, vm.addr + (count << g.PAGE_SHIFT), prot, pages, g.PAGE_SHIFT):
         remove_vm_area(k, vm.addr)
+        k.machine.emit(VMALLOC_KFREE)  # vunmap() -> kfree(area)
         return None
     if flags & VM_MAP_PUT_PAGES:
         vm.pages = list(pages[:count])
@@ -877,6 +931,7 @@ def vunmap(k: Kernel, addr: int) -> None:
     if vm.flags & VM_MAP_PUT_PAGES:
         _free_pages_list(k, vm.pages)
         vm.pages = []
+    k.machine.emit(VMALLOC_KFREE)  # kfree(vm)
 
 
 # --- vm_map_ram (per-CPU vmap blocks) ---------------------------------------------------------
@@ -895,8 +950,10 @@ def new_vmap_block(k: Kernel, order: int) -> int | None:
     """``new_vmap_block(order)``: a fresh block for this CPU; returns the first chunk's address."""
     g = k.pgt
     size = VMAP_BBMAP_BITS << g.PAGE_SHIFT
+    k.machine.emit(VMALLOC_KMALLOC)  # kmalloc_node(sizeof(struct vmap_block))
     va = alloc_vmap_area(k, size, size, g.VMALLOC_START, g.VMALLOC_END, VMAP_RAM | VMAP_BLOCK)
     if va is None:
+        k.machine.emit(VMALLOC_KFREE)
         return None
     s = _state(k)
     vb = vmap_block(va, k.cpu.cpu_id, 1 << order)
@@ -908,6 +965,7 @@ def new_vmap_block(k: Kernel, order: int) -> int | None:
 def vb_alloc(k: Kernel, size: int) -> int | None:
     """``vb_alloc(size)``: carve ``2^get_order`` pages out of one of this CPU's blocks."""
     g = k.pgt
+    k.machine.emit(VB_ALLOC)
     order = _get_order(size >> g.PAGE_SHIFT)
     s = _state(k)
     q = s.vbq[k.cpu.cpu_id]
@@ -930,11 +988,13 @@ def free_vmap_block(k: Kernel, vb: vmap_block) -> None:
     if vb in q:
         q.remove(vb)
     free_vmap_area_noflush(k, vb.va)
+    k.machine.emit(VMALLOC_KFREE)  # kfree_rcu(vb, rcu_head)
 
 
 def vb_free(k: Kernel, addr: int, size: int) -> None:
     """``vb_free(addr, size)``: unmap (no flush), mark dirty, free the block when all dirty."""
     g = k.pgt
+    k.machine.emit(VB_FREE)
     order = _get_order(size >> g.PAGE_SHIFT)
     s = _state(k)
     vb = s.vmap_blocks.get(_vb_index(k, addr))
@@ -984,6 +1044,7 @@ def vm_unmap_ram(k: Kernel, addr: int, count: int) -> None:
     va = find_vmap_area(k, addr)
     if va is None or not va.flags & VMAP_RAM:
         raise KernelBug(f"vm_unmap_ram: {addr:#x} was not mapped by vm_map_ram")
+    k.machine.emit(FIND_UNLINK_VMAP_AREA)
     vunmap_range_noflush(k, va.va_start, va.va_end)
     free_vmap_area_noflush(k, va)
 
