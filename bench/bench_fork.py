@@ -35,29 +35,15 @@ Timings depend on the host; nothing here is a test.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import statistics
 import subprocess
 import sys
-import time
 
-from kpkeys_sim.kernel.boot import boot
+from _common import boot_process, map_populated, print_events, size_name, timed
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.kernel.kernel import Kernel
-from kpkeys_sim.kernel.mm.fork import create_user_task, do_exit, kernel_clone, kernel_wait
-from kpkeys_sim.kernel.mm.memory import user_mm_init
-from kpkeys_sim.kernel.mm.mmap import (
-    MADV_HUGEPAGE,
-    MADV_NOHUGEPAGE,
-    MAP_ANONYMOUS,
-    MAP_PRIVATE,
-    PROT_READ,
-    PROT_WRITE,
-    do_madvise,
-    do_mmap,
-    mm_populate,
-)
+from kpkeys_sim.kernel.mm.fork import do_exit, kernel_clone, kernel_wait
 from kpkeys_sim.kernel.sched import schedule_to, task_struct
 from kpkeys_sim.machine import CountingInstrument
 
@@ -113,36 +99,23 @@ def model_parent(
     cfg: KernelConfig, size: int, huge: bool
 ) -> tuple[Kernel, task_struct, CountingInstrument]:
     """Boot, create the parent, map and populate ``size`` bytes (untimed)."""
-    counter = CountingInstrument()
-    k = boot(cfg, instruments=[counter])
-    user_mm_init(k)
-    parent = create_user_task(k, "micromm")
-    schedule_to(k, parent)
-    mm = parent.mm
-    assert mm is not None
-    addr = do_mmap(k, mm, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
-    if addr < 0:
-        raise RuntimeError(f"mmap failed: {addr}")
-    do_madvise(k, mm, addr, size, MADV_HUGEPAGE if huge else MADV_NOHUGEPAGE)
-    if mm_populate(k, mm, addr, size):
-        raise RuntimeError("populate failed")
+    k, parent, counter = boot_process(cfg)
+    assert parent.mm is not None
+    map_populated(k, parent.mm, size, huge)
     return k, parent, counter
 
 
 def model_fork_once(k: Kernel, parent: task_struct) -> float:
     """Time fork + the child's exit + reaping on the model."""
-    gc.collect()
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        child = kernel_clone(k)
-        assert child is not None
-        schedule_to(k, child)
-        do_exit(k)
-        kernel_wait(k, parent, child.pid)
-        return time.perf_counter() - t
-    finally:
-        gc.enable()
+    return timed(lambda: _fork_exit_wait(k, parent))
+
+
+def _fork_exit_wait(k: Kernel, parent: task_struct) -> None:
+    child = kernel_clone(k)
+    assert child is not None
+    schedule_to(k, child)
+    do_exit(k)
+    kernel_wait(k, parent, child.pid)
 
 
 def measure(
@@ -166,25 +139,26 @@ def measure(
         if real is not None:
             real_t.append(real.once())
     m = statistics.median(model_t)
-    gib = size / (1 << 30)
-    name = f"{gib:g}GiB" if gib >= 1 else f"{size >> 20}MiB"
-    line = f"fork {name} {label}: model={m:.3f}s"
+    line = f"fork {size_name(size)} {label}: model={m:.3f}s"
     if real_t:
         r = statistics.median(real_t)
         line += f" real={r:.3f}s ratio={m / r:.2f}"
     print(line, flush=True)
-    k.machine.instruments.add(counter)  # one more (untimed) run, counted
-    before = dict(counter.counts)
-    model_fork_once(k, parent)
-
-    def ev(kind: str) -> int:
-        return counter.counts[kind] - before.get(kind, 0)
-
-    print(
-        f"  events per fork+exit: pgtable_alloc={ev('pgtable_alloc')} copy_pte={ev('copy_pte')} "
-        f"zap_pte={ev('zap_pte')} pkey_reg_write={ev('pkey_reg_write')} isb={ev('isb')} "
-        f"tlbi_asid={ev('tlbi_asid')} lazy_mmu_section={ev('lazy_mmu_section')}",
-        flush=True,
+    # One more run, counted.
+    print_events(
+        k,
+        counter,
+        lambda: _fork_exit_wait(k, parent),
+        "fork+exit",
+        (
+            "pgtable_alloc",
+            "copy_pte",
+            "zap_pte",
+            "pkey_reg_write",
+            "isb",
+            "tlbi_asid",
+            "lazy_mmu_section",
+        ),
     )
 
 

@@ -20,84 +20,48 @@ Model only: the real kernel's munmap is not measured here.
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
 import statistics
-import time
+from functools import partial
 
-from kpkeys_sim.kernel.boot import boot
+from _common import boot_process, map_populated, print_events, size_name, timed
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.kernel.kernel import Kernel
-from kpkeys_sim.kernel.mm.fork import create_user_task
-from kpkeys_sim.kernel.mm.memory import user_mm_init
 from kpkeys_sim.kernel.mm.mm_types import mm_struct
-from kpkeys_sim.kernel.mm.mmap import (
-    MADV_HUGEPAGE,
-    MADV_NOHUGEPAGE,
-    MAP_ANONYMOUS,
-    MAP_PRIVATE,
-    PROT_READ,
-    PROT_WRITE,
-    do_madvise,
-    do_mmap,
-    do_munmap,
-    mm_populate,
-)
-from kpkeys_sim.kernel.sched import schedule_to
-from kpkeys_sim.machine import CountingInstrument
+from kpkeys_sim.kernel.mm.mmap import do_munmap
 
 
-def _populated(k: Kernel, mm: mm_struct, size: int, huge: bool) -> int:
-    addr = do_mmap(k, mm, 0, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS)
-    if addr < 0:
-        raise RuntimeError(f"mmap failed: {addr}")
-    do_madvise(k, mm, addr, size, MADV_HUGEPAGE if huge else MADV_NOHUGEPAGE)
-    if mm_populate(k, mm, addr, size):
-        raise RuntimeError("populate failed")
-    return addr
-
-
-def _timed_munmap(k: Kernel, mm: mm_struct, addr: int, size: int) -> float:
-    gc.collect()
-    gc.disable()
-    try:
-        t = time.perf_counter()
-        if do_munmap(k, mm, addr, size):
-            raise RuntimeError("munmap failed")
-        return time.perf_counter() - t
-    finally:
-        gc.enable()
+def _munmap(k: Kernel, mm: mm_struct, addr: int, size: int) -> None:
+    if do_munmap(k, mm, addr, size):
+        raise RuntimeError("munmap failed")
 
 
 def measure(label: str, cfg: KernelConfig, size: int, runs: int, huge: bool) -> None:
     """Time ``runs`` munmaps of a freshly populated mapping and print the median."""
-    counter = CountingInstrument()
-    k = boot(cfg, instruments=[counter])
-    user_mm_init(k)
-    p = create_user_task(k, "micromm")
-    schedule_to(k, p)
+    k, p, counter = boot_process(cfg)
     mm = p.mm
     assert mm is not None
     k.machine.instruments.remove(counter)
     times = []
     for _ in range(runs):
-        addr = _populated(k, mm, size, huge)
-        times.append(_timed_munmap(k, mm, addr, size))
-    name = f"{size / (1 << 30):g}GiB" if size >= 1 << 30 else f"{size >> 20}MiB"
-    print(f"munmap {name} {label}: model={statistics.median(times):.3f}s", flush=True)
-    addr = _populated(k, mm, size, huge)
-    k.machine.instruments.add(counter)
-    before = dict(counter.counts)
-    _timed_munmap(k, mm, addr, size)
-
-    def ev(kind: str) -> int:
-        return counter.counts[kind] - before.get(kind, 0)
-
-    print(
-        f"  events per munmap: zap_pte={ev('zap_pte')} pgtable_free={ev('pgtable_free')} "
-        f"page_free={ev('page_free')} pkey_reg_write={ev('pkey_reg_write')} isb={ev('isb')} "
-        f"tlbi_asid={ev('tlbi_asid')} lazy_mmu_section={ev('lazy_mmu_section')}",
-        flush=True,
+        addr = map_populated(k, mm, size, huge)
+        times.append(timed(partial(_munmap, k, mm, addr, size)))
+    print(f"munmap {size_name(size)} {label}: model={statistics.median(times):.3f}s", flush=True)
+    addr = map_populated(k, mm, size, huge)
+    print_events(
+        k,
+        counter,
+        partial(_munmap, k, mm, addr, size),
+        "munmap",
+        (
+            "zap_pte",
+            "pgtable_free",
+            "page_free",
+            "pkey_reg_write",
+            "isb",
+            "tlbi_asid",
+            "lazy_mmu_section",
+        ),
     )
 
 

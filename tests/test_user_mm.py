@@ -115,14 +115,19 @@ def _process(k: Kernel, name: str = "p") -> task_struct:
     return t
 
 
+def _process_mapping(k: Kernel, size: int, flags: int = ANON_PRIVATE) -> tuple[task_struct, int]:
+    """A scheduled process with one fresh ``RW`` mapping of ``size`` bytes; its address."""
+    p = _process(k)
+    assert p.mm is not None
+    return p, do_mmap(k, p.mm, 0, size, RW, flags)
+
+
 def test_fork_child_sees_parent_data_through_its_own_tables(
     kk: tuple[Kernel, CountingInstrument],
 ) -> None:
     """Data written by the parent before fork is read by the child with EL0 accesses."""
     k, _ = kk
-    parent = _process(k)
-    assert parent.mm is not None
-    a = do_mmap(k, parent.mm, 0, 16 * PAGE, RW, ANON_PRIVATE)
+    parent, a = _process_mapping(k, 16 * PAGE)
     for i in range(16):
         user_write(k, a + i * PAGE + 7, bytes([i + 1]) * 5)
     child = kernel_clone(k)
@@ -138,9 +143,7 @@ def test_fork_child_sees_parent_data_through_its_own_tables(
 def test_cow_isolates_writes_in_both_directions(kk: tuple[Kernel, CountingInstrument]) -> None:
     """After fork, a write by either process is invisible to the other (copy on write)."""
     k, counter = kk
-    parent = _process(k)
-    assert parent.mm is not None
-    a = do_mmap(k, parent.mm, 0, 4 * PAGE, RW, ANON_PRIVATE)
+    parent, a = _process_mapping(k, 4 * PAGE)
     user_write(k, a, b"original")
     user_write(k, a + PAGE, b"second")
     child = kernel_clone(k)
@@ -161,9 +164,7 @@ def test_fork_write_protects_both_and_flushes_parent_tlb(
 ) -> None:
     """Fork clears PTE_WRITE in parent and child PTEs and flushes the parent's ASID."""
     k, counter = kk
-    parent = _process(k)
-    assert parent.mm is not None
-    a = do_mmap(k, parent.mm, 0, 2 * PAGE, RW, ANON_PRIVATE)
+    parent, a = _process_mapping(k, 2 * PAGE)
     user_write(k, a, b"x")
     assert _pte(k, parent.mm, a) & PTE_WRITE
     k.machine.translate(k.cpu, a, "W", el=0)  # a writable TLB entry is cached
@@ -238,9 +239,7 @@ def test_read_fault_maps_the_zero_page_then_write_breaks_it(
 ) -> None:
     """A read of fresh anonymous memory maps the zero page; a write replaces it."""
     k, counter = kk
-    p = _process(k)
-    assert p.mm is not None
-    a = do_mmap(k, p.mm, 0, PAGE, RW, ANON_PRIVATE)
+    p, a = _process_mapping(k, PAGE)
     assert user_read(k, a, 4) == bytes(4)
     assert p.mm.rss_stat[MM_ANONPAGES] == 0
     zero = k.user_mm.zero_pfn
@@ -256,9 +255,7 @@ def test_shared_anonymous_mapping_is_not_copied_and_stays_shared(
 ) -> None:
     """MAP_SHARED memory: fork copies no page tables and writes are seen by both."""
     k, _ = kk
-    parent = _process(k)
-    assert parent.mm is not None
-    a = do_mmap(k, parent.mm, 0, 4 * PAGE, RW, MAP_SHARED | MAP_ANONYMOUS)
+    parent, a = _process_mapping(k, 4 * PAGE, MAP_SHARED | MAP_ANONYMOUS)
     user_write(k, a, b"shared")
     child = kernel_clone(k)
     assert child is not None and child.mm is not None
@@ -318,9 +315,7 @@ def test_huge_folio_is_pte_mapped_and_fork_exit_leaks_nothing(
     g = k.pgt
     free0 = _free(k)
     pt0 = _pt_pages(k)
-    p = _process(k)
-    assert p.mm is not None
-    a = do_mmap(k, p.mm, 0, 2 << 20, RW, ANON_PRIVATE)
+    p, a = _process_mapping(k, 2 << 20)
     assert do_madvise(k, p.mm, a, 2 << 20, MADV_HUGEPAGE) == 0
     user_write(k, a + 5 * PAGE, b"huge")
     first = k.pgt.pte_pfn(_pte(k, p.mm, a))
@@ -348,9 +343,7 @@ def test_huge_folio_is_pte_mapped_and_fork_exit_leaks_nothing(
 def test_madv_dontneed_frees_pages_and_keeps_tables(kk: tuple[Kernel, CountingInstrument]) -> None:
     """MADV_DONTNEED zaps the range (pages freed, reads see zeros) but keeps the PTE table."""
     k, _ = kk
-    p = _process(k)
-    assert p.mm is not None
-    a = do_mmap(k, p.mm, 0, 4 * PAGE, RW, ANON_PRIVATE | MAP_POPULATE)
+    p, a = _process_mapping(k, 4 * PAGE, ANON_PRIVATE | MAP_POPULATE)
     user_write(k, a + PAGE, b"gone")
     free0 = _free(k)
     assert do_madvise(k, p.mm, a + PAGE, 2 * PAGE, MADV_DONTNEED) == 0
@@ -391,9 +384,7 @@ def test_fork_with_hardened_pgtables_has_no_overlay_faults() -> None:
 
     k.machine.instruments.add(KernelFaults())
     free0 = _free(k)
-    p = _process(k)
-    assert p.mm is not None
-    a = do_mmap(k, p.mm, 0, 4 << 20, RW, ANON_PRIVATE | MAP_POPULATE)
+    p, a = _process_mapping(k, 4 << 20, ANON_PRIVATE | MAP_POPULATE)
     user_write(k, a, b"parent")
     child = kernel_clone(k)
     assert child is not None
@@ -744,9 +735,7 @@ def test_fork_cow_munmap_exit_on_large_granules(page_size: int, hardened: bool) 
     do_exit(k)
     finish_lazy_tlb(k)
     free0, pt0 = _free(k), _pt_pages(k)
-    p = _process(k)
-    assert p.mm is not None
-    a = do_mmap(k, p.mm, 0, 3 * g.PMD_SIZE, RW, ANON_PRIVATE)
+    p, a = _process_mapping(k, 3 * g.PMD_SIZE)
     b = do_mmap(k, p.mm, 0, g.PMD_SIZE, RW, ANON_PRIVATE)
     assert do_madvise(k, p.mm, b, g.PMD_SIZE, MADV_HUGEPAGE) == 0
     user_write(k, a + 5, b"abc")

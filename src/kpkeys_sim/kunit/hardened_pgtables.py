@@ -83,6 +83,7 @@ from kpkeys_sim.kunit.framework import (
     KUNIT_FAIL,
     Kunit,
     KunitCase,
+    KunitFn,
     KunitSuite,
     kunit_add_action_or_reset,
     kunit_skip,
@@ -161,12 +162,35 @@ def _vmalloc_page(test: Kunit) -> int | None:
     return area
 
 
+def _expect_write_fault(test: Kunit, kind: str, ptr: int, val: int) -> None:
+    """``copy_to_kernel_nofault(ptr, &val)`` at the default level must return ``-EFAULT``."""
+    ret = copy_to_kernel_nofault(test.k, ptr, _u64(val))
+    KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, f"Direct {kind} write wasn't prevented")
+
+
 def _test_write(test: Kunit, kind: str, ptr: int) -> None:
     """v6/v7 ``TEST_WRITE``: write back the entry's current value; expect ``-EFAULT``."""
-    k = test.k
-    val = pgtable.ptep_get(k, ptr)
-    ret = copy_to_kernel_nofault(k, ptr, _u64(val))
-    KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, f"Direct {kind} write wasn't prevented")
+    _expect_write_fault(test, kind, ptr, pgtable.ptep_get(test.k, ptr))
+
+
+def _vmalloc_pte(test: Kunit) -> int:
+    """The PTE of a ``vmalloc(PAGE_SIZE)`` area (both asserted non-NULL)."""
+    area = _vmalloc_page(test)
+    KUNIT_ASSERT_NOT_NULL(test, area)
+    assert area is not None
+    ptep = get_kernel_pte(test.k, area)
+    KUNIT_ASSERT_NOT_NULL_MSG(test, ptep, "Failed to get PTE")
+    assert ptep is not None
+    return ptep
+
+
+def _user_pmd(test: Kunit) -> int:
+    """The PMD of a ``kunit_vm_mmap`` page (``PROT_READ``, anonymous, private, populated)."""
+    uaddr = kunit_vm_mmap(
+        test, 0, test.k.pgt.PAGE_SIZE, _PROT_READ, _MAP_ANONYMOUS | _MAP_PRIVATE | _MAP_POPULATE
+    )
+    KUNIT_ASSERT_NE_MSG(test, uaddr, 0, "Could not create userspace mm")
+    return _get_user_pmd(test.k, uaddr)
 
 
 # --- RFC v5 (17/18) --------------------------------------------------------------------------
@@ -179,39 +203,21 @@ def write_linear_map_pte(test: Kunit) -> None:
     ptep = get_kernel_pte(k, lm_alias(k, _init_mm_addr(k)))
     KUNIT_ASSERT_NOT_NULL_MSG(test, ptep, "Failed to get PTE")
     assert ptep is not None
-    pte = pgtable.ptep_get(k, ptep) | PTE_WRITE
-    ret = copy_to_kernel_nofault(k, ptep, _u64(pte))
-    KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, "Direct PTE write wasn't prevented")
+    _expect_write_fault(test, "PTE", ptep, pgtable.ptep_get(k, ptep) | PTE_WRITE)
 
 
 def _v5_write_kernel_vmalloc_pte(test: Kunit) -> None:
     """v5 ``write_kernel_vmalloc_pte``: a ``vmalloc(PAGE_SIZE)`` area's PTE with ``PTE_WRITE``."""
     _skip_unless_kpkeys(test)
-    k = test.k
-    area = _vmalloc_page(test)
-    KUNIT_ASSERT_NOT_NULL(test, area)
-    assert area is not None
-    ptep = get_kernel_pte(k, area)
-    KUNIT_ASSERT_NOT_NULL_MSG(test, ptep, "Failed to get PTE")
-    assert ptep is not None
-    pte = pgtable.ptep_get(k, ptep) | PTE_WRITE
-    ret = copy_to_kernel_nofault(k, ptep, _u64(pte))
-    KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, "Direct PTE write wasn't prevented")
+    ptep = _vmalloc_pte(test)
+    _expect_write_fault(test, "PTE", ptep, pgtable.ptep_get(test.k, ptep) | PTE_WRITE)
 
 
 def _v5_write_user_pmd(test: Kunit) -> None:
     """v5 ``write_user_pmd``: the PMD of a populated user page, ``PROT_SECT_NORMAL`` ORed in."""
     _skip_unless_kpkeys(test)
-    k = test.k
-    page_size = k.pgt.PAGE_SIZE
-    uaddr = kunit_vm_mmap(
-        test, 0, page_size, _PROT_READ, _MAP_ANONYMOUS | _MAP_PRIVATE | _MAP_POPULATE
-    )
-    KUNIT_ASSERT_NE_MSG(test, uaddr, 0, "Could not create userspace mm")
-    pmdp = _get_user_pmd(k, uaddr)
-    pmd = pgtable.pmdp_get(k, pmdp) | PROT_SECT_NORMAL
-    ret = copy_to_kernel_nofault(k, pmdp, _u64(pmd))
-    KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, "Direct PMD write wasn't prevented")
+    pmdp = _user_pmd(test)
+    _expect_write_fault(test, "PMD", pmdp, pgtable.pmdp_get(test.k, pmdp) | PROT_SECT_NORMAL)
 
 
 # --- v6 and RFC v7 ---------------------------------------------------------------------------
@@ -241,16 +247,21 @@ def _direct_map_page(test: Kunit) -> int:
     return page_address(k, page)
 
 
-def _v6_write_direct_map_pgtables(test: Kunit) -> None:
-    """v6 ``write_direct_map_pgtables``: PUD, PMD and PTE of a PTE-mapped linear-map page."""
-    _skip_unless_kpkeys(test)
+def _direct_map_entries(test: Kunit) -> tuple[int, int, int, int]:
+    """P4D, PUD, PMD and PTE pointers of a PTE-mapped linear-map page (:func:`_direct_map_page`)."""
     k = test.k
     addr = _direct_map_page(test)
     pgdp = pgtable.pgd_offset_k(k, addr)
     p4dp = pgtable.p4d_offset(k, pgdp, addr)
     pudp = pgtable.pud_offset(k, p4dp, addr)
     pmdp = pgtable.pmd_offset(k, pudp, addr)
-    ptep = pgtable.pte_offset_kernel(k, pmdp, addr)
+    return p4dp, pudp, pmdp, pgtable.pte_offset_kernel(k, pmdp, addr)
+
+
+def _v6_write_direct_map_pgtables(test: Kunit) -> None:
+    """v6 ``write_direct_map_pgtables``: PUD, PMD and PTE of a PTE-mapped linear-map page."""
+    _skip_unless_kpkeys(test)
+    _, pudp, pmdp, ptep = _direct_map_entries(test)
     # The PGD is skipped: swapper_pg_dir is still writable (mark_rodata_ro); the
     # P4D is skipped as it may be folded.
     _test_write(test, "PUD", pudp)
@@ -262,12 +273,7 @@ def _v7_write_direct_map_pgtables(test: Kunit) -> None:
     """v7 ``write_direct_map_pgtables``: P4D and PUD unless folded, then PMD and PTE."""
     _skip_unless_kpkeys(test)
     k = test.k
-    addr = _direct_map_page(test)
-    pgdp = pgtable.pgd_offset_k(k, addr)
-    p4dp = pgtable.p4d_offset(k, pgdp, addr)
-    pudp = pgtable.pud_offset(k, p4dp, addr)
-    pmdp = pgtable.pmd_offset(k, pudp, addr)
-    ptep = pgtable.pte_offset_kernel(k, pmdp, addr)
+    p4dp, pudp, pmdp, ptep = _direct_map_entries(test)
     if not k.pgt.mm_p4d_folded:
         _test_write(test, "P4D", p4dp)
     if not k.pgt.mm_pud_folded:
@@ -290,14 +296,7 @@ def write_kernel_image_pud(test: Kunit) -> None:
 def _v6_write_kernel_vmalloc_pte(test: Kunit) -> None:
     """v6/v7 ``write_kernel_vmalloc_pte`` (vmalloc without ``VM_ALLOW_HUGE_VMAP`` is PTE-mapped)."""
     _skip_unless_kpkeys(test)
-    k = test.k
-    area = _vmalloc_page(test)
-    KUNIT_ASSERT_NOT_NULL(test, area)
-    assert area is not None
-    ptep = get_kernel_pte(k, area)
-    KUNIT_ASSERT_NOT_NULL_MSG(test, ptep, "Failed to get PTE")
-    assert ptep is not None
-    _test_write(test, "PTE", ptep)
+    _test_write(test, "PTE", _vmalloc_pte(test))
 
 
 def write_early_kernel_vmap_pte(test: Kunit) -> None:
@@ -332,12 +331,7 @@ def write_vmemmap_pmd(test: Kunit) -> None:
 def _v6_write_user_pmd(test: Kunit) -> None:
     """v6/v7 ``write_user_pmd``: the PMD of a populated user page, same-value write."""
     _skip_unless_kpkeys(test)
-    k = test.k
-    uaddr = kunit_vm_mmap(
-        test, 0, k.pgt.PAGE_SIZE, _PROT_READ, _MAP_ANONYMOUS | _MAP_PRIVATE | _MAP_POPULATE
-    )
-    KUNIT_ASSERT_NE_MSG(test, uaddr, 0, "Could not create userspace mm")
-    _test_write(test, "PMD", _get_user_pmd(k, uaddr))
+    _test_write(test, "PMD", _user_pmd(test))
 
 
 def kpkeys_hardened_pgtables_v5_suite() -> KunitSuite:
@@ -353,34 +347,31 @@ def kpkeys_hardened_pgtables_v5_suite() -> KunitSuite:
     )
 
 
-def kpkeys_hardened_pgtables_v6_suite() -> KunitSuite:
-    """v6: "kpkeys_hardened_pgtables" (``write_early_kernel_vmap_pte`` is arm64-only)."""
+def _v6_v7_suite(write_direct_map_pgtables: KunitFn, fourth: KunitCase) -> KunitSuite:
+    """Suite "kpkeys_hardened_pgtables": the cases v6 and v7 share, with their own
+    ``write_direct_map_pgtables`` and fourth case (``write_early_kernel_vmap_pte`` in
+    v6, ``write_vmemmap_pmd`` in v7)."""
     return KunitSuite(
         "kpkeys_hardened_pgtables",
         (
-            KunitCase("write_direct_map_pgtables", _v6_write_direct_map_pgtables),
+            KunitCase("write_direct_map_pgtables", write_direct_map_pgtables),
             KUNIT_CASE(write_kernel_image_pud),
             KunitCase("write_kernel_vmalloc_pte", _v6_write_kernel_vmalloc_pte),
-            KUNIT_CASE(write_early_kernel_vmap_pte),
+            fourth,
             KunitCase("write_user_pmd", _v6_write_user_pmd),
         ),
         KUNIT_MODULE,
     )
+
+
+def kpkeys_hardened_pgtables_v6_suite() -> KunitSuite:
+    """v6: "kpkeys_hardened_pgtables" (``write_early_kernel_vmap_pte`` is arm64-only)."""
+    return _v6_v7_suite(_v6_write_direct_map_pgtables, KUNIT_CASE(write_early_kernel_vmap_pte))
 
 
 def kpkeys_hardened_pgtables_v7_suite() -> KunitSuite:
     """RFC v7: "kpkeys_hardened_pgtables" (no early region, so no early vmap case)."""
-    return KunitSuite(
-        "kpkeys_hardened_pgtables",
-        (
-            KunitCase("write_direct_map_pgtables", _v7_write_direct_map_pgtables),
-            KUNIT_CASE(write_kernel_image_pud),
-            KunitCase("write_kernel_vmalloc_pte", _v6_write_kernel_vmalloc_pte),
-            KUNIT_CASE(write_vmemmap_pmd),
-            KunitCase("write_user_pmd", _v6_write_user_pmd),
-        ),
-        KUNIT_MODULE,
-    )
+    return _v6_v7_suite(_v7_write_direct_map_pgtables, KUNIT_CASE(write_vmemmap_pmd))
 
 
 # --- the model's positive suite ------------------------------------------------------------

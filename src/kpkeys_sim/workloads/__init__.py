@@ -161,6 +161,16 @@ def run_all(step: Callable[[int], EventCounts], total: int) -> RunCounts:
     return RunCounts(acc.freeze(), IterationReport(total, total, False))
 
 
+def _run_rest(
+    step: Callable[[int], EventCounts], acc: _Acc, i: int, total: int, first: int, window: int
+) -> RunCounts:
+    """The check failed: run iterations ``i`` to ``total`` for real (nothing extrapolated)."""
+    while i < total:
+        acc.add(step(i))
+        i += 1
+    return RunCounts(acc.freeze(), IterationReport(total, total, False, first, window, False))
+
+
 def run_iterations(
     step: Callable[[int], EventCounts],
     total: int,
@@ -212,10 +222,7 @@ def run_iterations(
     acc.add(fa)
     acc.add(fb)
     if fb.key() != fa.key():
-        while i < total:
-            acc.add(step(i))
-            i += 1
-        return RunCounts(acc.freeze(), IterationReport(total, total, False, warmup, probe, False))
+        return _run_rest(step, acc, i, total, warmup, probe)
     windows, rem = divmod(total - i, probe)
     for _ in range(rem):
         acc.add(step(i))
@@ -269,10 +276,7 @@ def _run_periodic(step: Callable[[int], EventCounts], total: int, marker: str) -
     a = per[m1 + 1 : m2 + 1]
     b = per[m2 + 1 : m3 + 1]
     if len(a) != len(b) or any(x.key() != y.key() for x, y in zip(a, b, strict=True)):
-        while i < total:
-            acc.add(step(i))
-            i += 1
-        return RunCounts(acc.freeze(), IterationReport(total, total, False, m1 + 1, period, False))
+        return _run_rest(step, acc, i, total, m1 + 1, period)
     cycle = _Acc()
     for x in a:
         cycle.add(x)

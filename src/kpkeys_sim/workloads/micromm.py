@@ -67,13 +67,15 @@ ITERATIONS: dict[str, dict[str, int]] = {
 }
 
 
-def _setup_process(k: Kernel) -> task_struct:
+def _setup_process(k: Kernel) -> tuple[task_struct, mm_struct]:
+    """A user process ``micromm``, scheduled in; the task and its mm."""
     from kpkeys_sim.kernel.mm.fork import create_user_task
     from kpkeys_sim.kernel.sched import schedule_to
 
     p = create_user_task(k, "micromm")
     schedule_to(k, p)
-    return p
+    assert p.mm is not None
+    return p, p.mm
 
 
 def _map_populated(k: Kernel, mm: mm_struct, size: int, huge: bool) -> int:
@@ -136,9 +138,7 @@ class MicrommFork(_Micromm):
         from kpkeys_sim.kernel.mm.fork import do_exit, kernel_clone, kernel_wait
         from kpkeys_sim.kernel.sched import schedule_to
 
-        parent = _setup_process(k)
-        mm = parent.mm
-        assert mm is not None
+        parent, mm = _setup_process(k)
         _map_populated(k, mm, MAPPING_SIZE[size], bool(params["h"]))
 
         def step(i: int) -> EventCounts:
@@ -182,9 +182,7 @@ class MicrommMunmap(_Micromm):
         """Per iteration: map and populate (not measured), then munmap (measured)."""
         from kpkeys_sim.kernel.mm.mmap import do_munmap
 
-        proc = _setup_process(k)
-        mm = proc.mm
-        assert mm is not None
+        _, mm = _setup_process(k)
         nbytes = MAPPING_SIZE[size]
         huge = bool(params["h"])
 

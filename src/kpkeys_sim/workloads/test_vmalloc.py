@@ -83,9 +83,24 @@ def _store_byte(k: Kernel, addr: int, value: int) -> None:
     k.machine.store_bytes(k.cpu, addr, bytes([value]))
 
 
-def _periods(
-    step: Callable[[int], EventCounts], size: Size, nr: int, iterations: int | None
+def _nr_pages(params: Mapping[str, int]) -> int:
+    """``nr_pages``, where ``p = 0`` means 1 page."""
+    return params["p"] if params["p"] > 0 else 1
+
+
+def _run_periods_of(
+    counter: CostInstrument,
+    once: Callable[[], None],
+    size: Size,
+    nr: int,
+    iterations: int | None,
 ) -> RunCounts:
+    """Measure ``once()`` per iteration: ``iterations`` exactly, else whole purge periods."""
+
+    def step(i: int) -> EventCounts:
+        return measure(counter, once)
+
+    counter.reset()
     if iterations is not None:
         return run_all(step, iterations)
     table = MIN_ITERS[size]
@@ -134,7 +149,7 @@ class FixSizeAllocTest(_VmallocTest):
         """Run ``test_loop_count`` iterations (extrapolated per period when exact)."""
         from kpkeys_sim.kernel.mm.vmalloc import vfree, vmalloc, vmalloc_huge
 
-        nr = params["p"] if params["p"] > 0 else 1
+        nr = _nr_pages(params)
         nbytes = nr * k.pgt.PAGE_SIZE
         huge = bool(params["h"])
 
@@ -145,11 +160,7 @@ class FixSizeAllocTest(_VmallocTest):
             _store_byte(k, ptr, 0)
             vfree(k, ptr)
 
-        def step(i: int) -> EventCounts:
-            return measure(counter, once)
-
-        counter.reset()
-        return _periods(step, size, nr, iterations)
+        return _run_periods_of(counter, once, size, nr, iterations)
 
 
 class RandomSizeAllocTest(_VmallocTest):
@@ -214,7 +225,7 @@ class VmMapRamTest(_VmallocTest):
         from kpkeys_sim.kernel.mm.page_alloc import alloc_pages
         from kpkeys_sim.kernel.mm.vmalloc import vm_map_ram, vm_unmap_ram
 
-        nr = params["p"] if params["p"] > 0 else 1
+        nr = _nr_pages(params)
         zone = k.zone
         if zone is None:
             raise RuntimeError("vm_map_ram_test: the kernel has no page allocator")
@@ -232,11 +243,7 @@ class VmMapRamTest(_VmallocTest):
             _store_byte(k, ptr, ord("a"))
             vm_unmap_ram(k, ptr, nr)
 
-        def step(i: int) -> EventCounts:
-            return measure(counter, once)
-
-        counter.reset()
-        return _periods(step, size, nr, iterations)
+        return _run_periods_of(counter, once, size, nr, iterations)
 
 
 FIX_SIZE_ALLOC_TEST = FixSizeAllocTest()

@@ -90,6 +90,7 @@ from kpkeys_sim.kernel.arch.arm64_pgtable import (
     PUD_TABLE_PXN,
     PUD_TABLE_UXN,
     PUD_TYPE_TABLE,
+    PgtableGeometry,
     mk_pmd_sect_prot,
     mk_pud_sect_prot,
     p4d_bad,
@@ -380,6 +381,70 @@ def _cont_chunks(
     return ok.astype(np.uint64)
 
 
+#: Per table type allocated by ``alloc_init_*``: its fixmap slot, the index of
+#: ``addr`` in it, the parent's ``__pXd_populate``, the table descriptor bits and
+#: the ``PXN_TABLE`` bit added with ``NO_EXEC_MAPPINGS``.
+_NEW_TABLE: dict[
+    int,
+    tuple[
+        Callable[[Kernel, int], int],
+        Callable[[PgtableGeometry, int], int],
+        Callable[[Kernel, int, int, int], None],
+        int,
+        int,
+    ],
+] = {
+    TABLE_PTE: (
+        pte_set_fixmap,
+        lambda g, a: g.pte_index(a),
+        __pmd_populate,
+        PMD_TYPE_TABLE | PMD_TABLE_UXN | PMD_TABLE_AF,
+        PMD_TABLE_PXN,
+    ),
+    TABLE_PMD: (
+        pmd_set_fixmap,
+        lambda g, a: g.pmd_index(a),
+        __pud_populate,
+        PUD_TYPE_TABLE | PUD_TABLE_UXN | PUD_TABLE_AF,
+        PUD_TABLE_PXN,
+    ),
+    TABLE_PUD: (
+        pud_set_fixmap,
+        lambda g, a: g.pud_index(a),
+        __p4d_populate,
+        P4D_TYPE_TABLE | P4D_TABLE_UXN | P4D_TABLE_AF,
+        P4D_TABLE_PXN,
+    ),
+}
+
+
+def _alloc_table(
+    k: Kernel,
+    pgtable_alloc: PgtableAllocFn | None,
+    pgtable_type: int,
+    parentp: int,
+    addr: int,
+    flags: int,
+) -> int:
+    """The "entry is none" branch of ``alloc_init_cont_pte()``/``_cont_pmd()``/``_pud()``.
+
+    ``pgtable_alloc(type)`` a table, map it at its fixmap slot, clear it and
+    ``__pXd_populate(parentp, phys, tableval)`` (``| PXN_TABLE`` with
+    ``NO_EXEC_MAPPINGS``); returns the fixmap address of ``addr``'s entry.
+    """
+    set_fixmap, index, populate, tableval, table_pxn = _NEW_TABLE[pgtable_type]
+    if flags & NO_EXEC_MAPPINGS:
+        tableval |= table_pxn
+    if pgtable_alloc is None:
+        raise _bug("!pgtable_alloc")
+    phys = pgtable_alloc(k, pgtable_type)
+    tablep = set_fixmap(k, phys)
+    init_clear_pgtable(k, tablep)
+    tablep += 8 * index(k.pgt, addr)
+    populate(k, parentp, phys, tableval)
+    return tablep
+
+
 def alloc_init_cont_pte(
     k: Kernel,
     pmdp: int,
@@ -401,16 +466,7 @@ def alloc_init_cont_pte(
         raise _bug("pmd_sect(pmd) in alloc_init_cont_pte()")
     fresh = pmd == 0
     if fresh:
-        pmdval = PMD_TYPE_TABLE | PMD_TABLE_UXN | PMD_TABLE_AF
-        if flags & NO_EXEC_MAPPINGS:
-            pmdval |= PMD_TABLE_PXN
-        if pgtable_alloc is None:
-            raise _bug("!pgtable_alloc")
-        pte_phys = pgtable_alloc(k, TABLE_PTE)
-        ptep = pte_set_fixmap(k, pte_phys)
-        init_clear_pgtable(k, ptep)
-        ptep += 8 * g.pte_index(addr)
-        __pmd_populate(k, pmdp, pte_phys, pmdval)
+        ptep = _alloc_table(k, pgtable_alloc, TABLE_PTE, pmdp, addr, flags)
     else:
         if pmd_bad(pmd):
             raise _bug("pmd_bad(pmd)")
@@ -512,16 +568,7 @@ def alloc_init_cont_pmd(
     if pud_sect(pud):
         raise _bug("pud_sect(pud) in alloc_init_cont_pmd()")
     if pud == 0:
-        pudval = PUD_TYPE_TABLE | PUD_TABLE_UXN | PUD_TABLE_AF
-        if flags & NO_EXEC_MAPPINGS:
-            pudval |= PUD_TABLE_PXN
-        if pgtable_alloc is None:
-            raise _bug("!pgtable_alloc")
-        pmd_phys = pgtable_alloc(k, TABLE_PMD)
-        pmdp = pmd_set_fixmap(k, pmd_phys)
-        init_clear_pgtable(k, pmdp)
-        pmdp += 8 * g.pmd_index(addr)
-        __pud_populate(k, pudp, pmd_phys, pudval)
+        pmdp = _alloc_table(k, pgtable_alloc, TABLE_PMD, pudp, addr, flags)
     else:
         if pud_bad(pud):
             raise _bug("pud_bad(pud)")
@@ -553,16 +600,7 @@ def alloc_init_pud(
     else:
         p4d = ptep_get(k, p4dp)
         if p4d == 0:
-            p4dval = P4D_TYPE_TABLE | P4D_TABLE_UXN | P4D_TABLE_AF
-            if flags & NO_EXEC_MAPPINGS:
-                p4dval |= P4D_TABLE_PXN
-            if pgtable_alloc is None:
-                raise _bug("!pgtable_alloc")
-            pud_phys = pgtable_alloc(k, TABLE_PUD)
-            pudp = pud_set_fixmap(k, pud_phys)
-            init_clear_pgtable(k, pudp)
-            pudp += 8 * g.pud_index(addr)
-            __p4d_populate(k, p4dp, pud_phys, p4dval)
+            pudp = _alloc_table(k, pgtable_alloc, TABLE_PUD, p4dp, addr, flags)
         else:
             if p4d_bad(p4d):
                 raise _bug("p4d_bad(p4d)")
@@ -702,6 +740,37 @@ def split_contpte(k: Kernel, ptep: int) -> None:
     _count_split(k, "split_contpte")
 
 
+def _split_prots(
+    block: int, tableprot: int, table_pxn: int, type_mask: int, leaf_type: int, to_cont: bool
+) -> tuple[int, int]:
+    """``split_pmd()``/``split_pud()``: the table descriptor's bits and the new entries' prot.
+
+    The block's attributes with the next level's leaf type (``| PTE_CONT`` if
+    ``to_cont``); ``PXN_TABLE`` on the table when the block had ``PXN``.
+    """
+    prot = block & ~PTE_ADDR_MASK & ((1 << 64) - 1)
+    if prot & PMD_SECT_PXN:
+        tableprot |= table_pxn
+    prot = (prot & ~type_mask) | leaf_type
+    if to_cont:
+        prot |= PTE_CONT
+    return tableprot, prot
+
+
+def _install_split_table(
+    k: Kernel,
+    populate: Callable[[Kernel, int, int, int], None],
+    entryp: int,
+    table_phys: int,
+    tableprot: int,
+    kind: str,
+) -> None:
+    """Tail of ``split_pmd()``/``split_pud()``: ``dsb(ishst)``, the table replaces the block."""
+    k.machine.dsb()
+    populate(k, entryp, table_phys, tableprot)
+    _count_split(k, kind)
+
+
 def split_pmd(k: Kernel, pmdp: int, pmd: int, gfp: int, to_cont: bool) -> int:
     """``split_pmd(pmdp, pmd, gfp, to_cont)``: a PMD block → a PTE table (contPTE if ``to_cont``).
 
@@ -709,22 +778,20 @@ def split_pmd(k: Kernel, pmdp: int, pmd: int, gfp: int, to_cont: bool) -> int:
     ``dsb(ishst)``, then the table descriptor replaces the block (BBML2: no BBM).
     """
     g = k.pgt
-    tableprot = PMD_TYPE_TABLE | PMD_TABLE_UXN | PMD_TABLE_AF
     pfn = g.pmd_pfn(pmd)
-    prot = pmd & ~PTE_ADDR_MASK & ((1 << 64) - 1)
     pte_phys = split_pgtable_alloc(k, TABLE_PTE, gfp)
     if pte_phys is None:
         return -ENOMEM
-    ptep = g.va(pte_phys)
-    if prot & PMD_SECT_PXN:
-        tableprot |= PMD_TABLE_PXN
-    prot = (prot & ~PTE_TYPE_MASK) | PTE_TYPE_PAGE
-    if to_cont:
-        prot |= PTE_CONT
-    set_ptes_array(k, ptep, g.pte_range(pfn, g.PTRS_PER_PTE, prot))
-    k.machine.dsb()
-    __pmd_populate(k, pmdp, pte_phys, tableprot)
-    _count_split(k, "split_pmd")
+    tableprot, prot = _split_prots(
+        pmd,
+        PMD_TYPE_TABLE | PMD_TABLE_UXN | PMD_TABLE_AF,
+        PMD_TABLE_PXN,
+        PTE_TYPE_MASK,
+        PTE_TYPE_PAGE,
+        to_cont,
+    )
+    set_ptes_array(k, g.va(pte_phys), g.pte_range(pfn, g.PTRS_PER_PTE, prot))
+    _install_split_table(k, __pmd_populate, pmdp, pte_phys, tableprot, "split_pmd")
     return 0
 
 
@@ -740,24 +807,22 @@ def split_contpmd(k: Kernel, pmdp: int) -> None:
 def split_pud(k: Kernel, pudp: int, pud: int, gfp: int, to_cont: bool) -> int:
     """``split_pud(pudp, pud, gfp, to_cont)``: a PUD block → a pmd table of (cont)PMD blocks."""
     g = k.pgt
-    tableprot = PUD_TYPE_TABLE | PUD_TABLE_UXN | PUD_TABLE_AF
     step = g.PMD_SIZE >> g.PAGE_SHIFT
     pfn = g.pud_pfn(pud)
-    prot = pud & ~PTE_ADDR_MASK & ((1 << 64) - 1)
     pmd_phys = split_pgtable_alloc(k, TABLE_PMD, gfp)
     if pmd_phys is None:
         return -ENOMEM
-    pmdp = g.va(pmd_phys)
-    if prot & PMD_SECT_PXN:
-        tableprot |= PUD_TABLE_PXN
-    prot = (prot & ~PMD_TYPE_MASK) | PMD_TYPE_SECT
-    if to_cont:
-        prot |= PTE_CONT
+    tableprot, prot = _split_prots(
+        pud,
+        PUD_TYPE_TABLE | PUD_TABLE_UXN | PUD_TABLE_AF,
+        PUD_TABLE_PXN,
+        PMD_TYPE_MASK,
+        PMD_TYPE_SECT,
+        to_cont,
+    )
     pfns = np.uint64(pfn) + np.arange(g.PTRS_PER_PMD, dtype=np.uint64) * np.uint64(step)
-    set_pmd_array(k, pmdp, g.pfn_ptes(pfns, prot))
-    k.machine.dsb()
-    __pud_populate(k, pudp, pmd_phys, tableprot)
-    _count_split(k, "split_pud")
+    set_pmd_array(k, g.va(pmd_phys), g.pfn_ptes(pfns, prot))
+    _install_split_table(k, __pud_populate, pudp, pmd_phys, tableprot, "split_pud")
     return 0
 
 

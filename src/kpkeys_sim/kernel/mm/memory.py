@@ -826,6 +826,21 @@ def _ceil_ok(end: int, ceiling: int) -> bool:
     return not ((end - 1) & u) > ((ceiling - 1) & u)
 
 
+def _upper_table_inside(start: int, end: int, floor: int, ceiling: int, mask: int) -> bool:
+    """The tail test of ``free_pmd_range()``/``free_pud_range()``: may the upper table go?
+
+    ``start`` (already ``& mask``) not below ``floor``, and ``end - 1`` not above
+    ``(ceiling & mask) - 1`` (a ceiling that masks to 0 keeps the table).
+    """
+    if start < floor:
+        return False
+    if ceiling:
+        ceiling &= mask
+        if not ceiling:
+            return False
+    return _ceil_ok(end, ceiling)
+
+
 def free_pgd_range(
     k: Kernel, tlb: mmu_gather, addr: int, end: int, floor: int, ceiling: int
 ) -> None:
@@ -873,13 +888,7 @@ def _free_pmd_range(
     g = k.pgt
     _free_pte_tables(k, tlb, pudp, addr, end)
     start = addr & g.PUD_MASK
-    if start < floor:
-        return
-    if ceiling:
-        ceiling &= g.PUD_MASK
-        if not ceiling:
-            return
-    if not _ceil_ok(end, ceiling):
+    if not _upper_table_inside(start, end, floor, ceiling, g.PUD_MASK):
         return
     pud = pudp_get(k, pudp)
     pud_clear(k, pudp)
@@ -904,13 +913,7 @@ def _free_pud_range(
     # free_p4d_range is folded into this (p4d == pgd on arm64 48-bit): the pud
     # table goes when the PGDIR range is inside [floor, ceiling).
     start &= g.PGDIR_MASK
-    if start < floor:
-        return
-    if ceiling:
-        ceiling &= g.PGDIR_MASK
-        if not ceiling:
-            return
-    if not _ceil_ok(end, ceiling):
+    if not _upper_table_inside(start, end, floor, ceiling, g.PGDIR_MASK):
         return
     p4d = p4dp_get(k, p4dp)
     p4d_clear(k, p4dp)
