@@ -96,13 +96,45 @@ MIN_RAM_SIZE = 64 << 20
 
 
 def _zero_pages(k: Kernel) -> object:
-    """The buddy allocator's zeroing: ``clear_page`` of each page through its linear alias."""
+    """The buddy allocator's zeroing: ``clear_page`` of each page through its linear alias.
+
+    A block-mapped linear map zeroes a physically contiguous range one
+    linear-map leaf at a time: one checked ``W`` translation (exactly
+    ``clear_page``'s) of the first page the leaf covers, then a bulk zero
+    of the pages it covers.  The permission (and pkey) is per leaf, and the
+    other pages' translations would be TLB hits on the same entry (no walk,
+    no event), so the result is the same; each of them is still looked up
+    in the TLB, and a page the TLB translates through another (smaller)
+    entry gets its own checked translation.  With a PTE-mapped linear map
+    every leaf is one page, and with a stage-2 check (per physical page)
+    every page needs its own translation: those zero page by page.
+    """
     m = k.machine
     g = k.pgt
+    mem = m.mem
+    shift = g.PAGE_SHIFT
+    page = 1 << shift
 
     def zero_pages(pfn: int, nr: int) -> None:
-        for p in range(pfn, pfn + nr):
-            m.clear_page(k.cpu, g.va(p << g.PAGE_SHIFT))
+        cpu = k.cpu
+        clear_page = m.clear_page
+        va = g.va(pfn << shift)
+        if nr == 1 or m.stage2 is not None or force_pte_mapping(k):
+            for i in range(nr):
+                clear_page(cpu, va + i * page)
+            return
+        translate = m.translate
+        lookup = m.lookup
+        end = va + nr * page
+        while va < end:
+            pa = translate(cpu, va, "W")
+            e = lookup(cpu, va)  # the entry translate used (a TLB hit)
+            leaf_end = min(end, (va | ((1 << e.size_shift) - 1)) + 1)
+            nxt = va + page
+            while nxt < leaf_end and lookup(cpu, nxt) is e:
+                nxt += page
+            mem.zero_frame_range(pa >> shift, (nxt - va) >> shift)
+            va = nxt
 
     return zero_pages
 

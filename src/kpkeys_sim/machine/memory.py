@@ -100,6 +100,26 @@ class PhysicalMemory:
             self._check(p)
             self._frames.pop(p, None)
 
+    def zero_frame_range(self, pfn: int, nr: int) -> None:
+        """Zero the ``nr`` consecutive frames from ``pfn`` (as :meth:`zero_frames`).
+
+        The bulk form for long ranges: the range is checked once, and the
+        cost is bounded by the number of materialised frames.
+        """
+        if nr <= 0:
+            return
+        self._check(pfn)
+        self._check(pfn + nr - 1)
+        frames = self._frames
+        end = pfn + nr
+        if nr > len(frames):
+            for p in [p for p in frames if pfn <= p < end]:
+                del frames[p]
+        else:
+            pop = frames.pop
+            for p in range(pfn, end):
+                pop(p, None)
+
     def copy_frame(self, dst_pfn: int, src_pfn: int) -> None:
         """Copy a whole frame (``copy_page``)."""
         src = self._frames.get(src_pfn)

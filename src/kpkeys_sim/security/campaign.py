@@ -16,6 +16,11 @@ Per cell (scenario × defense) the runner
    run or on how cells are spread over worker processes — runs the trial
    and classifies it.
 
+A prefix that draws random numbers only through the defense's hooks (S1's
+groom under the tag-based KASAN/MTE defenses, which tag every allocation)
+is recorded once and replayed per trial instead of being rerun
+(:mod:`~kpkeys_sim.security.prefix_replay`); the result is the same.
+
 Classification (precedence as in :mod:`outcome`): a detector report made
 during the attack → ``detected`` (``detected_after_write`` when the
 corrupting write had landed before the first report); else a permission
@@ -61,7 +66,9 @@ from kpkeys_sim.security.outcome import (
     Prevented,
     TrialResult,
 )
+from kpkeys_sim.security.prefix_replay import PrefixReplay, record_prefix
 from kpkeys_sim.security.scenarios import make_scenario, scenario_ids
+from kpkeys_sim.security.scenarios.base import Scenario
 from kpkeys_sim.security.stats import wilson_interval
 
 __all__ = [
@@ -261,22 +268,13 @@ def classify(env: AttackEnv, run: Callable[[], TrialResult]) -> TrialResult:
     )
 
 
-def boot_env(
+def _prepared_env(
     scenario_id: str,
     defense_name: str | Defense,
-    base: KernelConfig | None = None,
-    *,
-    seed: int = 0,
-    with_prefix: bool = True,
-) -> AttackEnv:
-    """Boot the kernel of one cell, install the defense, run the scenario's preparation.
-
-    The preparation is shared by every trial of the cell (one boot), so the
-    random numbers it draws (e.g. KASAN tags of the pages it allocates) come
-    from the cell's preparation generator (trial index -1).  With
-    ``with_prefix`` the scenario's trial prefix runs too, when it draws no
-    random number at all (:meth:`Scenario.prefix`).
-    """
+    base: KernelConfig | None,
+    seed: int,
+) -> tuple[AttackEnv, Scenario]:
+    """Boot the cell's kernel, install the defense and run the scenario's preparation."""
     from kpkeys_sim.security import kapi
 
     sc = make_scenario(scenario_id)
@@ -294,6 +292,26 @@ def boot_env(
     df.install(env)
     sc.prepare(env)
     env.end_trial()
+    return env, sc
+
+
+def boot_env(
+    scenario_id: str,
+    defense_name: str | Defense,
+    base: KernelConfig | None = None,
+    *,
+    seed: int = 0,
+    with_prefix: bool = True,
+) -> AttackEnv:
+    """Boot the kernel of one cell, install the defense, run the scenario's preparation.
+
+    The preparation is shared by every trial of the cell (one boot), so the
+    random numbers it draws (e.g. KASAN tags of the pages it allocates) come
+    from the cell's preparation generator (trial index -1).  With
+    ``with_prefix`` the scenario's trial prefix runs too, when it draws no
+    random number at all (:meth:`Scenario.prefix`).
+    """
+    env, sc = _prepared_env(scenario_id, defense_name, base, seed)
     if not with_prefix:
         return env
     try:
@@ -305,6 +323,38 @@ def boot_env(
     return env
 
 
+def _cell_env(
+    scenario_id: str,
+    defense_name: str | Defense,
+    base: KernelConfig | None,
+    seed: int,
+    replay: bool,
+) -> tuple[AttackEnv, PrefixReplay | None]:
+    """The environment a cell's trials start from, and the prefix replay if there is one.
+
+    As :func:`boot_env`; when the prefix draws random numbers only through
+    the defense's hooks (the tag-based KASAN/MTE defenses), it is recorded
+    once and replayed per trial (:mod:`~kpkeys_sim.security.prefix_replay`)
+    instead of being run in each trial.
+    """
+    env, sc = _prepared_env(scenario_id, defense_name, base, seed)
+    try:
+        sc.prefix(env)
+    except RandomnessUnavailableError:
+        pass
+    else:
+        env.state["prefix_done"] = True
+        env.state["prefix_steps"] = env.trace.step
+        return env, None
+    if replay and sc.prefix_first:
+        env, sc = _prepared_env(scenario_id, defense_name, base, seed)
+        name = env.defense.name
+        rp = record_prefix(env, sc, lambda: trial_rng(seed, scenario_id, name, -1))
+        if rp is not None:
+            return env, rp
+    return boot_env(scenario_id, defense_name, base, seed=seed, with_prefix=False), None
+
+
 def run_cell(
     scenario_id: str,
     defense_name: str | Defense,
@@ -312,26 +362,36 @@ def run_cell(
     seed: int,
     first: int = 0,
     base: KernelConfig | None = None,
+    *,
+    replay: bool = True,
 ) -> CellResult:
     """Run trials ``first .. first + trials - 1`` of one cell.
 
     ``defense_name`` may also be a configured :class:`Defense` instance (tests
     use this for defenses with a parameter changed or a check removed).
+    ``replay`` False runs a random-drawing prefix in every trial instead of
+    replaying it (same result, slower; for tests).
     """
     sc = make_scenario(scenario_id)
-    env = boot_env(scenario_id, defense_name, base, seed=seed)
+    env, rp = _cell_env(scenario_id, defense_name, base, seed, replay)
     df = env.defense
     name = df.name
     snap = snapshot.take([env.k, env.state])
-    dstate = df.save()
+    dstate = df.save() if rp is None else rp.pre_state
     cell = CellResult(scenario_id, name)
+    env.prefix_replay = None if rp is None else rp.bind(env)
+
+    def body() -> TrialResult:
+        return sc.trial(env)
+
+    prefix_steps = env.state.get("prefix_steps", 0)
     for t in range(first, first + trials):
         snap.restore()
         df.restore(dstate)
         env.begin_trial(trial_rng(seed, scenario_id, name, t))
-        env.trace.step = env.state.get("prefix_steps", 0)
+        env.trace.step = prefix_steps
         try:
-            cell.add(classify(env, lambda: sc.trial(env)))
+            cell.add(classify(env, body))
         finally:
             env.end_trial()
     return cell

@@ -27,8 +27,6 @@ once and snapshots, cannot draw at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +39,10 @@ from kpkeys_sim.security.outcome import Detected, Prevented, Trace
 from kpkeys_sim.security.pointers import canonical
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from kpkeys_sim.security.defenses.base import Defense
+    from kpkeys_sim.security.groom import Obj
 
 __all__ = ["AttackEnv", "RandomnessUnavailableError", "Stage2Fault"]
 
@@ -73,6 +74,12 @@ class AttackEnv:
         #: Scenario-private state that must survive snapshot/restore with the kernel.
         self.state: dict[str, Any] = {}
         self._page_hooked = False
+        #: Set while the campaign records a trial prefix for replay
+        #: (:mod:`kpkeys_sim.security.prefix_replay`): told of every Obj ``groom.kmalloc`` builds.
+        self.prefix_recorder: Callable[[Obj], None] | None = None
+        #: The replay of a recorded trial prefix, which the scenario runs in place of
+        #: the prefix (:meth:`Scenario.run_prefix_if_needed`); None: nothing to replay.
+        self.prefix_replay: Callable[[], None] | None = None
 
     # --- randomness --------------------------------------------------------------------
 
@@ -181,17 +188,36 @@ class AttackEnv:
 
     # --- attacker steps ------------------------------------------------------------------
 
-    @contextmanager
-    def syscall(self) -> Iterator[None]:
-        """One attacker system call: kernel entry, the body, kernel exit (both checkpoints)."""
-        self.trace.tick()
-        self.defense.checkpoint(self)
-        yield
-        self.defense.checkpoint(self)
+    def syscall(self) -> _Syscall:
+        """One attacker system call: kernel entry, the body, kernel exit (both checkpoints).
+
+        Use as ``with env.syscall():``; the exit checkpoint runs only when the
+        body completes (an exception leaves the kernel another way).
+        """
+        return _Syscall(self)
 
     def user_step(self) -> None:
         """One attacker step in user mode (an access that does not enter the kernel)."""
         self.trace.tick()
+
+
+class _Syscall:
+    """The context manager of :meth:`AttackEnv.syscall` (a class: it runs on every syscall)."""
+
+    __slots__ = ("env",)
+
+    def __init__(self, env: AttackEnv) -> None:
+        self.env = env
+
+    def __enter__(self) -> None:
+        env = self.env
+        env.trace.tick()
+        env.defense.checkpoint(env)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: object, tb: object) -> None:
+        if exc_type is None:
+            env = self.env
+            env.defense.checkpoint(env)
 
 
 def _kernel_store(k: Kernel, va: int, data: bytes) -> None:

@@ -98,6 +98,10 @@ def kmalloc(
     df = env.defense
     if type(df).slab_alloc is not Defense.slab_alloc:
         va = df.slab_alloc(env, va, pa, size, cache.size, cache.name)
+        obj = Obj(va, pa, size, cache.size, cache.name)
+        if env.prefix_recorder is not None:
+            env.prefix_recorder(obj)
+        return obj
     return Obj(va, pa, size, cache.size, cache.name)
 
 

@@ -631,17 +631,19 @@ def refill_pages_and_alloc_one(k: Kernel) -> int | None:
 
 
 def check_gfp(k: Kernel, gfp: int) -> None:
-    """``check_gfp(gfp)``: ``VM_WARN`` on missing GFP_KERNEL bits or extra bits; never rejects."""
-    VM_WARN_ON(
-        k,
-        gfp & _gfp.GFP_KERNEL != _gfp.GFP_KERNEL,
-        f"pba: gfp {gfp:#x} ({_gfp.gfp_names(gfp)}) lacks GFP_KERNEL bits",
-    )
-    VM_WARN_ON(
-        k,
-        gfp & ~(_gfp.GFP_KERNEL | PBA_GFP_OPT_MASK),
-        f"pba: gfp {gfp:#x} ({_gfp.gfp_names(gfp)}) has bits outside GFP_KERNEL|PBA_GFP_OPT_MASK",
-    )
+    """``check_gfp(gfp)``: ``VM_WARN`` on missing GFP_KERNEL bits or extra bits; never rejects.
+
+    The messages (with the decoded flag names) are built only when a warning fires.
+    """
+    if gfp & _gfp.GFP_KERNEL != _gfp.GFP_KERNEL:
+        VM_WARN_ON(k, True, f"pba: gfp {gfp:#x} ({_gfp.gfp_names(gfp)}) lacks GFP_KERNEL bits")
+    if gfp & ~(_gfp.GFP_KERNEL | PBA_GFP_OPT_MASK):
+        VM_WARN_ON(
+            k,
+            True,
+            f"pba: gfp {gfp:#x} ({_gfp.gfp_names(gfp)}) has bits outside "
+            "GFP_KERNEL|PBA_GFP_OPT_MASK",
+        )
 
 
 def cached_page_available(k: Kernel, gfp: int) -> bool:

@@ -629,8 +629,17 @@ def __free_pages(zone: BuddyAllocator, pfn: int, order: int) -> None:
     :class:`KernelBug` (double free).  A compound page must be freed with its
     own order.
     """
-    i = _check_block(zone, pfn, order)
     mm = zone.mem_map
+    if order == 0 and type(order) is int and type(pfn) is int and mm.base_pfn <= pfn < mm.end_pfn:
+        # Fast path for the common case (an order-0, non-compound page whose last
+        # reference is dropped): the same checks and steps as below, with the argument
+        # checks of _check_block done inline.
+        i = pfn - mm.base_pfn
+        if mm.refcount.item(i) == 1 and not mm.flags.item(i) & _COMPOUND:
+            _check_free_range(zone, pfn, 0, False, skip_head_ref=True)
+            _free_checked(zone, pfn, 0)
+            return
+    i = _check_block(zone, pfn, order)
     rc = mm.refcount.item(i)
     flags = mm.flags.item(i)
     head = bool(flags & _HEAD)

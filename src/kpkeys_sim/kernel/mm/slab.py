@@ -63,6 +63,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
@@ -263,7 +264,34 @@ class KmemCache:
 
     Per slab (a *slot*): freelist links ``nxt[slot, i]`` and an allocated
     bitmap ``allocated[slot, i]`` as numpy rows; scalar fields in Python lists.
+
+    ``gen`` counts changes: every function of this module that changes a
+    cache's state (its attributes or the containers in
+    :attr:`snapshot_owned`) increments it first.  Only this module changes
+    a cache.  The attack campaign's snapshot
+    (``kpkeys_sim.security.snapshot``) uses it to skip restoring the caches
+    a trial did not touch; it is not kernel state.
     """
+
+    #: Snapshot protocol: the generation attribute, and the containers only the cache
+    #: holds (changed only together with a ``gen`` increment).
+    snapshot_gen_attr: ClassVar[str] = "gen"
+    snapshot_owned: ClassVar[tuple[str, ...]] = (
+        "allocated",
+        "cpu_partial_lists",
+        "cpu_slab",
+        "fl_head",
+        "free_slots",
+        "inuse",
+        "loc",
+        "node_partial",
+        "nobj",
+        "nxt",
+        "pfn_to_slot",
+        "random_seq",
+        "slab_order",
+        "slab_pfn",
+    )
 
     __slots__ = (
         "align",
@@ -276,6 +304,7 @@ class KmemCache:
         "fl_head",
         "flags",
         "free_slots",
+        "gen",
         "id",
         "inuse",
         "loc",
@@ -352,6 +381,7 @@ class KmemCache:
         self.pfn_to_slot: dict[int, int] = {}
         self.nr_inuse = 0
         self.nr_slab_pages = 0
+        self.gen = 0
 
     def __repr__(self) -> str:
         return (
@@ -380,6 +410,7 @@ class KmemCache:
         )
 
     def _grow(self) -> None:
+        self.gen += 1
         cap = len(self.fl_head)
         new = cap * 2
         nxt = np.full((new, self.objects), -1, dtype=np.int16)
@@ -673,6 +704,7 @@ def kmem_cache_destroy(cache: KmemCache) -> None:
     Destroying a kmalloc cache is a programming error.
     """
     slab = _alive(cache)
+    cache.gen += 1
     if cache.flags & SLAB_KMALLOC:
         raise ValueError(f"bad cache {cache.name!r}: kmalloc caches cannot be destroyed")
     if cache.nr_inuse:
@@ -715,6 +747,7 @@ def allocate_slab(cache: KmemCache, gfp: int) -> int | None:
     order, then ``cache.min_order`` with the caller's gfp, as SLUB does.
     """
     slab = _alive(cache)
+    cache.gen += 1
     zone = slab.zone
     mm = slab.mem_map
     alloc_flags = 0
@@ -780,6 +813,7 @@ def allocate_slab(cache: KmemCache, gfp: int) -> int | None:
 def discard_slab(cache: KmemCache, slot: int) -> None:
     """``discard_slab()``/``free_slab()``: return an empty slab's pages to the buddy allocator."""
     slab = _alive(cache)
+    cache.gen += 1
     mm = slab.mem_map
     pfn = cache.slab_pfn[slot]
     order = cache.slab_order[slot]
@@ -800,6 +834,7 @@ def discard_slab(cache: KmemCache, slot: int) -> None:
 
 def _add_partial(cache: KmemCache, slot: int, tail: bool) -> None:
     """``add_partial()``: DEACTIVATE_TO_TAIL or DEACTIVATE_TO_HEAD."""
+    cache.gen += 1
     cache.node_partial[slot] = None
     if not tail:
         cache.node_partial.move_to_end(slot, last=False)
@@ -808,6 +843,7 @@ def _add_partial(cache: KmemCache, slot: int, tail: bool) -> None:
 
 def _put_partials(cache: KmemCache, chain: list[int]) -> None:
     """``__put_partials()``: move a CPU partial chain to the node; discard surplus empties."""
+    cache.gen += 1
     to_discard: list[int] = []
     for slot in reversed(chain):  # chain head (most recent) first
         if cache.inuse[slot] == 0 and len(cache.node_partial) >= cache.min_partial:
@@ -820,6 +856,7 @@ def _put_partials(cache: KmemCache, chain: list[int]) -> None:
 
 def put_cpu_partial(cache: KmemCache, slot: int, cpu: int, drain: bool) -> None:
     """``put_cpu_partial()``: push a slab on ``cpu``'s partial list, draining a full list."""
+    cache.gen += 1
     pl = cache.cpu_partial_lists[cpu]
     if drain and len(pl) >= cache.cpu_partial_slabs:
         cache.cpu_partial_lists[cpu] = []
@@ -831,6 +868,7 @@ def put_cpu_partial(cache: KmemCache, slot: int, cpu: int, drain: bool) -> None:
 
 def _get_partial_node(cache: KmemCache, cpu: int) -> int | None:
     """``get_partial_node()``: first node-partial slab to the CPU; more to its partial list."""
+    cache.gen += 1
     node = cache.node_partial
     first: int | None = None
     partial_slabs = 0
@@ -850,6 +888,7 @@ def _get_partial_node(cache: KmemCache, cpu: int) -> int | None:
 
 def deactivate_slab(cache: KmemCache, slot: int) -> None:
     """``deactivate_slab()``: a CPU slab leaves its CPU (to the node list, freed, or full)."""
+    cache.gen += 1
     if cache.inuse[slot] == 0 and len(cache.node_partial) >= cache.min_partial:
         discard_slab(cache, slot)
     elif cache.inuse[slot] < cache.nobj[slot]:
@@ -860,6 +899,7 @@ def deactivate_slab(cache: KmemCache, slot: int) -> None:
 
 def flush_cpu_slab(cache: KmemCache, cpu: int) -> None:
     """``flush_cpu_slab()``: deactivate ``cpu``'s slab and drain its partial list."""
+    cache.gen += 1
     slot = cache.cpu_slab[cpu]
     if slot >= 0:
         cache.cpu_slab[cpu] = -1
@@ -872,6 +912,7 @@ def flush_cpu_slab(cache: KmemCache, cpu: int) -> None:
 
 def _slab_alloc_slow(cache: KmemCache, gfp: int, cpu: int) -> int | None:
     """``___slab_alloc()``: the CPU slab is exhausted; find another slab for ``cpu``."""
+    cache.gen += 1
     old = cache.cpu_slab[cpu]
     if old >= 0:
         cache.cpu_slab[cpu] = -1
@@ -913,6 +954,7 @@ def kmem_cache_alloc(cache: KmemCache, gfp: int, cpu: int = 0) -> int | None:
     slab = _alive(cache)
     _gfp.check_gfp_arg(gfp)
     _check_cpu(slab, cpu)
+    cache.gen += 1
     slot = cache.cpu_slab[cpu]
     if slot < 0 or cache.fl_head[slot] < 0:
         got = _slab_alloc_slow(cache, gfp, cpu)
@@ -970,6 +1012,7 @@ def _slab_free(
     slab: SlabAllocator, cache: KmemCache, slot: int, idx: int, addr: int, cpu: int
 ) -> None:
     """``do_slab_free()``/``__slab_free()`` for one object already validated."""
+    cache.gen += 1
     if not cache.allocated.item(slot, idx):
         raise KernelBug(f"double free or corruption: object {addr:#x} in {cache.name} is free")
     if slab.zone.init_on_free:
@@ -1024,6 +1067,7 @@ def kmem_cache_shrink(cache: KmemCache) -> int:
     first, as ``__kmem_cache_do_shrink()`` does.
     """
     slab = _alive(cache)
+    cache.gen += 1
     before = cache.nr_slabs
     for cpu in range(slab.nr_cpus):
         flush_cpu_slab(cache, cpu)

@@ -61,6 +61,7 @@ the slot; its redzone is the slot tail beyond the requested size).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -108,19 +109,23 @@ class _Store:
     per 8-byte granule, the tag modes one tag per 16-byte granule.
     """
 
-    __slots__ = ("default", "granule_shift", "page_shift", "pages", "per_page")
+    __slots__ = ("default", "dtype", "granule_shift", "page_shift", "pages", "per_page")
 
-    def __init__(self, page_shift: int, granule_shift: int, default: int) -> None:
+    def __init__(
+        self, page_shift: int, granule_shift: int, default: int, dtype: type = np.uint8
+    ) -> None:
         self.page_shift = page_shift
         self.granule_shift = granule_shift
         self.per_page = 1 << (page_shift - granule_shift)
         self.default = default
-        self.pages: dict[int, npt.NDArray[np.uint8]] = {}
+        #: uint8 for the defenses; int32 for the symbolic store of a prefix replay plan.
+        self.dtype = dtype
+        self.pages: dict[int, npt.NDArray[Any]] = {}
 
-    def _page(self, pfn: int) -> npt.NDArray[np.uint8]:
+    def _page(self, pfn: int) -> npt.NDArray[Any]:
         a = self.pages.get(pfn)
         if a is None:
-            a = np.full(self.per_page, self.default, dtype=np.uint8)
+            a = np.full(self.per_page, self.default, dtype=self.dtype)
             self.pages[pfn] = a
         return a
 
@@ -486,6 +491,140 @@ class TagKasan(_KasanBase):
         self.slot_tag = dict(st)
         self._tag_buf = []
         self._tag_rng = None
+
+    def compile_replay(
+        self, env: AttackEnv, calls: Sequence[tuple[str, tuple[Any, ...]]]
+    ) -> Callable[[], list[Any]] | None:
+        """A vectorised equivalent of calling the hooks ``calls`` in order (None: unsupported).
+
+        For :mod:`~kpkeys_sim.security.prefix_replay`: ``calls`` are
+        ``(hook name, arguments after env)`` and the defense is in the state
+        they start from.  They are simulated here once with symbolic tags
+        (code ``c < 256`` is the tag value ``c``, code ``256 + j`` the
+        ``j``-th tag :meth:`random_tag` draws).  The returned function, run
+        from that same state, draws the tags from ``env.rng`` exactly as
+        :meth:`random_tag` does (blocks of 256), installs the resulting tag
+        storage, page tags, slot tags and tag buffer, and returns each
+        call's result.  The replay checks it against calling the hooks.
+        """
+        cls = type(self)
+        for name in (
+            "random_tag",
+            "slab_alloc",
+            "slab_free",
+            "page_alloc",
+            "page_free",
+            "slab_page",
+            "checkpoint",
+        ):
+            if getattr(cls, name) is not getattr(TagKasan, name):
+                return None
+        if cls.slab_release is not Defense.slab_release:
+            return None
+        tg = self._tg()
+        sym = _Store(tg.page_shift, tg.granule_shift, tg.default, np.int32)
+        sym.pages = {p: a.astype(np.int32) for p, a in tg.pages.items()}
+        page_tag = dict(self.page_tag)
+        slot_tag = dict(self.slot_tag)
+        tagged = frozenset(env.index_tagged_caches)
+        shift = env.k.machine.page_shift
+        ntags = 0
+        out: list[Any] = []
+        ptrs: list[tuple[int, int, int]] = []  # (call index, untagged pointer, tag code)
+        for i, (name, args) in enumerate(calls):
+            if name == "slab_alloc":
+                addr, pa, size, _slot, cache = args
+                if cache in tagged:
+                    code = slot_tag.get(pa, -1)
+                    if code < 0:
+                        code = 256 + ntags
+                        ntags += 1
+                        slot_tag[pa] = code
+                else:
+                    code = 256 + ntags
+                    ntags += 1
+                sym.set_range(pa, (size + 15) & ~15, code)
+                ptrs.append((i, set_tag(canonical(addr), 0), code))
+                out.append(None)
+            elif name == "slab_free":
+                _ptr, pa, size, _slot, cache = args
+                if cache not in tagged:
+                    sym.set_range(pa, (size + 15) & ~15, KASAN_TAG_INVALID)
+                out.append(True)
+            elif name == "page_alloc":
+                pfn, order, gfp = args
+                if gfp & _GFP_SKIP_KASAN:
+                    for p in range(pfn, pfn + (1 << order)):
+                        page_tag[p] = KASAN_TAG_KERNEL
+                else:
+                    code = 256 + ntags
+                    ntags += 1
+                    sym.set_pages(pfn, 1 << order, code)
+                    for p in range(pfn, pfn + (1 << order)):
+                        page_tag[p] = code
+                out.append(None)
+            elif name == "page_free":
+                pfn, order = args
+                sym.set_pages(pfn, 1 << order, KASAN_TAG_INVALID)
+                lo, hi = pfn << shift, (pfn + (1 << order)) << shift
+                for p in range(pfn, pfn + (1 << order)):
+                    page_tag.pop(p, None)
+                if slot_tag:
+                    slot_tag = {a: t for a, t in slot_tag.items() if not lo <= a < hi}
+                out.append(None)
+            elif name == "slab_page":
+                pfn, order = args
+                sym.set_pages(pfn, 1 << order, KASAN_TAG_INVALID)
+                for p in range(pfn, pfn + (1 << order)):
+                    page_tag[p] = KASAN_TAG_KERNEL
+                out.append(None)
+            elif name == "slab_release":
+                out.append([])
+            elif name == "checkpoint" and not self.pending:
+                out.append(None)
+            else:
+                return None
+        nblocks = -(-ntags // 256)
+        lo_tag, hi_tag = self.tag_min, self.tag_max + 1
+        lut = np.zeros(256 + 256 * nblocks, dtype=np.uint8)  # code -> tag; [256:] are drawn
+        lut[:256] = np.arange(256)
+        page_pfns = tuple(sym.pages)
+        # One gather for every page; the store gets one row (a view) per page.
+        page_codes = (
+            np.stack(list(sym.pages.values()))
+            if sym.pages
+            else np.zeros((0, tg.per_page), dtype=np.int32)
+        )
+        page_tag_keys = tuple(page_tag)
+        page_tag_codes = np.array(list(page_tag.values()), dtype=np.int64)
+        slot_tag_keys = tuple(slot_tag)
+        slot_tag_codes = np.array(list(slot_tag.values()), dtype=np.int64)
+        ptr_index = tuple(i for i, _, _ in ptrs)
+        ptr_bases = np.array([b for _, b, _ in ptrs], dtype=np.uint64)
+        ptr_codes = np.array([c for _, _, c in ptrs], dtype=np.int64)
+        shift56 = np.uint64(56)
+
+        def run() -> list[Any]:
+            if ntags:
+                rng = env.rng
+                vals: list[int] = []
+                for b in range(nblocks):
+                    block = rng.integers(lo_tag, hi_tag, size=256)
+                    lut[256 + 256 * b : 512 + 256 * b] = block
+                    vals.extend(block.tolist())
+                rest = vals[ntags:]
+                rest.reverse()
+                self._tag_buf = rest
+                self._tag_rng = rng
+            tg.pages = dict(zip(page_pfns, lut[page_codes], strict=True))
+            self.page_tag = dict(zip(page_tag_keys, lut[page_tag_codes].tolist(), strict=True))
+            self.slot_tag = dict(zip(slot_tag_keys, lut[slot_tag_codes].tolist(), strict=True))
+            res = list(out)
+            tagged_ptrs = ptr_bases | (lut[ptr_codes].astype(np.uint64) << shift56)
+            deque(map(res.__setitem__, ptr_index, tagged_ptrs.tolist()), maxlen=0)
+            return res
+
+        return run
 
 
 @register_defense

@@ -41,6 +41,11 @@ class Scenario:
     spec: ClassVar[str] = ""
     #: Scenarios that are measurements, not exploits (S14), produce no outcome cells.
     measurement: ClassVar[bool] = False
+    #: True if :meth:`trial` runs :meth:`run_prefix_if_needed` before anything else
+    #: (no kernel work, attacker step or random draw precedes it): then a prefix whose
+    #: only random draws are the defense's may be recorded once and replayed per trial
+    #: (:mod:`~kpkeys_sim.security.prefix_replay`).
+    prefix_first: ClassVar[bool] = True
 
     def kernel_config(self, base: KernelConfig) -> KernelConfig:
         """The configuration the scenario needs on top of the defense's."""
@@ -60,9 +65,16 @@ class Scenario:
         """
 
     def run_prefix_if_needed(self, env: AttackEnv) -> None:
-        """Run :meth:`prefix` in the trial unless the campaign already ran it."""
+        """Run :meth:`prefix` in the trial unless the campaign already ran it.
+
+        A prefix the campaign recorded for replay (its random draws are the
+        defense's, :mod:`~kpkeys_sim.security.prefix_replay`) is replayed here,
+        at the point of the trial where it would run.
+        """
         if not env.state.get("prefix_done"):
             self.prefix(env)
+        elif env.prefix_replay is not None:
+            env.prefix_replay()
 
     def trial(self, env: AttackEnv) -> TrialResult:
         """One seeded attempt; returns succeeded/failed or raises an outcome signal."""

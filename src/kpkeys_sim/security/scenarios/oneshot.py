@@ -35,6 +35,8 @@ __all__ = ["OneShotPanic", "OneShotReport"]
 
 class _OneShot(DirtyPagetable):
     fault_mode: ClassVar[str | None] = None
+    #: The decoy (kernel work and tag draws) runs before S1's prefix.
+    prefix_first: ClassVar[bool] = False
 
     def prepare(self, env: AttackEnv) -> None:
         if self.fault_mode is not None and hasattr(env.defense, "fault"):
