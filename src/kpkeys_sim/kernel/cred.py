@@ -107,7 +107,6 @@ Per-kernel state (the cache, ``init_cred``, the pending RCU callbacks) is a
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 
 from kpkeys_sim.kernel.arch import arch_kpkeys_enabled, kernel_entry, kernel_exit
@@ -304,12 +303,9 @@ class CredState:
     rcu_pending: list[int] = field(default_factory=list)
 
 
-_STATES: weakref.WeakKeyDictionary[Kernel, CredState] = weakref.WeakKeyDictionary()
-
-
 def cred_state(k: Kernel) -> CredState:
     """The :class:`CredState` of ``k``; :class:`KernelBug` if :func:`cred_init` has not run."""
-    st = _STATES.get(k)
+    st: CredState | None = k.cred
     if st is None:
         raise KernelBug("credentials used before cred_init()")
     return st
@@ -705,7 +701,7 @@ def cred_init(k: Kernel) -> None:
     memory and commits it on the current task (``init_task``); every other
     idle task takes two references to it.
     """
-    if k in _STATES:
+    if k.cred is not None:
         raise KernelBug("cred_init() called twice")
     slab = _slab(k)
     hardened = bool(k.config.kpkeys_cred_levels and arch_kpkeys_enabled(k))
@@ -717,7 +713,7 @@ def cred_init(k: Kernel) -> None:
     if hardened:
         _install_slab_hooks(k, slab)
     st = CredState(cred_jar)
-    _STATES[k] = st
+    k.cred = st
     init = _alloc_unprotected(k, st)
     if init is None:
         raise KernelBug("cred_init: no memory for init_cred")

@@ -20,6 +20,7 @@ from kpkeys_sim.machine.machine import Machine
 
 if TYPE_CHECKING:
     from kpkeys_sim.kernel.arch.arm64_pgtable import PgtableGeometry
+    from kpkeys_sim.kernel.cred import CredState
     from kpkeys_sim.kernel.kpkeys.pba import PkeysBlockAllocator
     from kpkeys_sim.kernel.kpkeys.ppa import PkeysPhysmemAllocator
     from kpkeys_sim.kernel.mm.kernel_pgtables import KernelImage
@@ -63,6 +64,8 @@ class Kernel:
         #: kpkeys v6 pkeys block allocator and the PPA of early page tables
         #: (``kernel/kpkeys/pba.py``, ``ppa.py``); created on first use.
         self.pba: PkeysBlockAllocator | None = None
+        #: The cred series' state (``kernel/cred.CredState``), set by ``cred_init``.
+        self.cred: CredState | None = None
         self.ppa: PkeysPhysmemAllocator | None = None
         self._init_mm_state()
         self._init_task_state()
