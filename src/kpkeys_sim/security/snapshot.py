@@ -286,7 +286,7 @@ class Snapshot:
             elif kind == _K_SLOTS:
                 ok = all(getattr(obj, n, _MISSING) is v for n, v in saved)
             else:
-                raise NotImplementedError(f"record kind {kind} in a unit")
+                raise AssertionError(f"unknown record kind {kind} in a snapshot unit")
             if not ok:
                 return False
         return True

@@ -22,6 +22,7 @@ Variants the spec names are separate scenario IDs (``S4-A``, ``S4-B``, ...).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
 from kpkeys_sim.kernel.config import KernelConfig
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["Scenario", "failed", "register_scenario", "succeeded"]
 
 
-class Scenario:
+class Scenario(ABC):
     """Base class of scenarios; subclasses set the class attributes and the two steps."""
 
     id: ClassVar[str] = ""
@@ -51,10 +52,10 @@ class Scenario:
         """The configuration the scenario needs on top of the defense's."""
         return base
 
-    def prepare(self, env: AttackEnv) -> None:
+    def prepare(self, env: AttackEnv) -> None:  # noqa: B027 - optional hook, no-op by default
         """Deterministic preconditions shared by every trial (no randomness)."""
 
-    def prefix(self, env: AttackEnv) -> None:
+    def prefix(self, env: AttackEnv) -> None:  # noqa: B027 - optional hook, no-op by default
         """The first steps of every trial, if they draw no random number (default: none).
 
         The campaign runs it once after :meth:`prepare` and snapshots the
@@ -76,9 +77,9 @@ class Scenario:
         elif env.prefix_replay is not None:
             env.prefix_replay()
 
+    @abstractmethod
     def trial(self, env: AttackEnv) -> TrialResult:
         """One seeded attempt; returns succeeded/failed or raises an outcome signal."""
-        raise NotImplementedError
 
 
 def succeeded(reason: str, **metrics: int) -> TrialResult:
