@@ -107,3 +107,16 @@ def test_unmanaged_exception_leaves_the_register_alone() -> None:
     cpu.exception_entry(reset_to=None)
     cpu.exception_return()
     assert c.counts[PKEY_REG_WRITE] == 0
+
+
+def test_instruments_active_follows_attached_event_observers() -> None:
+    """Emitters skip the call only while no attached instrument observes events."""
+    m, c = _cpu()
+    assert m.instruments.active
+    m.instruments.remove(c)
+    assert not m.instruments.active
+    m.cpus[0].write_pkey_reg_isb(PGTABLES)
+    m.instruments.add(c)
+    m.cpus[0].write_pkey_reg_isb(INIT)
+    assert (c.counts[PKEY_REG_WRITE], c.counts[ISB]) == (1, 1)
+    assert m.cpus[0].pkey_reg_effective == INIT and not m.cpus[0].pkey_reg_pending

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from tests.machine_helpers import TableBuilder, arm64_leaf
 
 from kpkeys_sim.machine import CountingInstrument, Fault, Machine
+from kpkeys_sim.machine.cpu import CHECKED_SYSREGS
 from kpkeys_sim.machine.events import ISB, PKEY_REG_WRITE, TRANSLATION_MISS, WALK_ACCESS
+from kpkeys_sim.machine.tlb import TlbEntry
 
 KVA = 0xFFFF_0000_0010_0000  # a kernel (TTBR1) address
 
@@ -186,3 +189,53 @@ def test_x86_walk_with_large_page_and_pks() -> None:
     with pytest.raises(Fault) as ei:
         m.store_u64(cpu, KVA, 9)
     assert ei.value.result == "pk_fault" and ei.value.syndrome == 0x23
+
+
+def test_verdict_cache_follows_system_register_writes() -> None:
+    """A cached verdict never outlives a write of a register the check reads.
+
+    Clearing TCR2_EL1.POE after a denied write must allow it, and setting it
+    again must deny it again, with the same TLB entry (only the CPU's cached
+    verdict table changes).
+    """
+    m, tb = _machine()
+    cpu = m.cpus[0]
+    tb.map(KVA, m.mem.base, arm64_leaf(3, pkey=1))
+    with pytest.raises(Fault):
+        m.store_u64(cpu, KVA, 1)
+    cpu.poe = 0
+    m.store_u64(cpu, KVA, 2)
+    cpu.poe = 1
+    with pytest.raises(Fault):
+        m.store_u64(cpu, KVA, 3)
+    assert cpu.sysregs == tuple(getattr(cpu, n) for n in CHECKED_SYSREGS)
+    assert m.mem.read_u64(m.mem.base) == 2
+
+
+def test_tlb_entry_attr_key_ignores_only_the_output_address() -> None:
+    """``attr_key`` is equal for entries differing only in the output address, else different."""
+    d = arm64_leaf(3)
+    a = TlbEntry(d | 0x1000, 3, 12, 0x1000)
+    assert a.attr_key == TlbEntry(d | 0x7000, 3, 12, 0x7000).attr_key
+    others = [
+        TlbEntry(d, 2, 21, 0),
+        TlbEntry(d, 3, 12, 0, us=False),
+        TlbEntry(d, 3, 12, 0, rw=False),
+    ]
+    assert len({a.attr_key, *(e.attr_key for e in others)}) == 4
+
+
+def test_load_entries_is_a_checked_copy() -> None:
+    """``load_entries`` reads through the MMU (one check) and returns a copy."""
+    m, tb = _machine()
+    cpu = m.cpus[0]
+    tb.map(KVA, m.mem.base, arm64_leaf(3))
+    m.store_pt_entries(cpu, KVA + 16, np.arange(1, 4, dtype=np.uint64))
+    got = m.load_entries(cpu, KVA + 8, 4)
+    assert got.tolist() == [0, 1, 2, 3]
+    got[1] = 9
+    assert m.load_u64(cpu, KVA + 16) == 1
+    with pytest.raises(ValueError):
+        m.load_entries(cpu, KVA + 4088, 2)
+    with pytest.raises(Fault):
+        m.load_entries(cpu, KVA + (1 << 20), 1)

@@ -19,10 +19,14 @@ save/compare/write/ISB steps and counts them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, overload
 
 from kpkeys_sim.machine.events import ISB, PKEY_REG_WRITE, Instruments
 
-__all__ = ["CPU", "HwThread"]
+__all__ = ["CHECKED_SYSREGS", "CPU", "HwThread"]
+
+#: The system-register fields the access check reads besides the pkey registers.
+CHECKED_SYSREGS = ("poe", "e0poe", "pie", "pir", "pire0", "wxn", "pan", "wp", "pke", "pks")
 
 
 @dataclass(slots=True)
@@ -39,6 +43,34 @@ class HwThread:
     extra: dict[str, int] = field(default_factory=dict)
 
 
+class _CheckedSysreg:
+    """A system-register field the access check reads: stored in slot ``_<name>``.
+
+    A write refreshes :attr:`CPU.sysregs` and drops :attr:`CPU.verdicts`, so
+    the cached check state never outlives a register change.
+    """
+
+    __slots__ = ("_slot",)
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._slot = "_" + name
+
+    @overload
+    def __get__(self, cpu: None, owner: type) -> _CheckedSysreg: ...
+    @overload
+    def __get__(self, cpu: CPU, owner: type | None = None) -> int: ...
+    def __get__(self, cpu: CPU | None, owner: type | None = None) -> int | _CheckedSysreg:
+        if cpu is None:
+            return self
+        value: int = getattr(cpu, self._slot)
+        return value
+
+    def __set__(self, cpu: CPU, value: int) -> None:
+        setattr(cpu, self._slot, value)
+        cpu.sysregs = tuple(getattr(cpu, "_" + n) for n in CHECKED_SYSREGS)
+        cpu.verdicts = None
+
+
 class CPU:
     """One CPU of the machine.
 
@@ -48,33 +80,58 @@ class CPU:
     (PSTATE.PAN).  x86 fields: ``wp`` (CR0.WP), ``pke``/``pks`` (CR4).  Both:
     the kernel and user pkey registers, ``ttbr0``/``asid`` (the user tables and
     their ASID; x86: CR3/PCID) and ``ttbr1`` (the kernel tables).
+
+    The check-state cache.  ``sysregs`` is the tuple of the
+    :data:`CHECKED_SYSREGS` values, refreshed by every write of one of them;
+    ``verdicts`` is the owning :class:`~kpkeys_sim.machine.machine.Machine`'s
+    verdict table for the current values of those registers
+    (:meth:`Machine.check`; its keys hold the effective pkey registers), or
+    None.  Every write of one of those registers sets ``verdicts`` to None
+    (the machine looks the table up again on the next check), so a cached
+    table always belongs to the current values and the cache is exact.
     """
 
     __slots__ = (
+        "_e0poe",
+        "_pan",
+        "_pie",
+        "_pir",
+        "_pire0",
+        "_pke",
         "_pkey_reg",
+        "_pks",
+        "_poe",
         "_user_pkey_reg",
+        "_wp",
+        "_wxn",
         "asid",
         "cpu_id",
         "current",
-        "e0poe",
         "el",
         "exception_stack",
         "instruments",
-        "pan",
-        "pie",
-        "pir",
-        "pire0",
-        "pke",
         "pkey_reg_effective",
-        "pks",
-        "poe",
         "sync_needed",
+        "sysregs",
         "ttbr0",
         "ttbr1",
         "user_pkey_reg_effective",
-        "wp",
-        "wxn",
+        "verdicts",
     )
+
+    sysregs: tuple[int, ...]
+    verdicts: dict[tuple[int, int, int], Any] | None
+
+    poe = _CheckedSysreg()
+    e0poe = _CheckedSysreg()
+    pie = _CheckedSysreg()
+    pir = _CheckedSysreg()
+    pire0 = _CheckedSysreg()
+    wxn = _CheckedSysreg()
+    pan = _CheckedSysreg()
+    wp = _CheckedSysreg()
+    pke = _CheckedSysreg()
+    pks = _CheckedSysreg()
 
     def __init__(self, cpu_id: int, instruments: Instruments, sync_needed: bool) -> None:
         self.cpu_id = cpu_id
@@ -85,16 +142,11 @@ class CPU:
         self.pkey_reg_effective = 0
         self._user_pkey_reg = 0
         self.user_pkey_reg_effective = 0
-        self.poe = 0
-        self.e0poe = 0
-        self.pie = 0
-        self.pir = 0
-        self.pire0 = 0
-        self.wxn = 0
-        self.pan = 0
-        self.wp = 1
-        self.pke = 0
-        self.pks = 0
+        self._poe = self._e0poe = self._pie = self._pir = self._pire0 = 0
+        self._wxn = self._pan = self._pke = self._pks = 0
+        self._wp = 1
+        self.wp = 1  # through the descriptor: computes ``sysregs``
+        self.verdicts = None
         self.ttbr0 = 0
         self.ttbr1 = 0
         self.asid = 0
@@ -113,7 +165,26 @@ class CPU:
         self._pkey_reg = value
         if not self.sync_needed:
             self.pkey_reg_effective = value
-        self.instruments.emit(PKEY_REG_WRITE)
+        ins = self.instruments
+        if ins.active:
+            ins.emit(PKEY_REG_WRITE)
+
+    def write_pkey_reg_isb(self, value: int) -> None:
+        """MSR POR_EL1 then ISB (:meth:`write_pkey_reg` + :meth:`isb`, each counted)."""
+        self._pkey_reg = value
+        self.pkey_reg_effective = value  # the ISB: both registers synchronised
+        self.user_pkey_reg_effective = self._user_pkey_reg
+        ins = self.instruments
+        if ins.active:
+            ins.emit(PKEY_REG_WRITE)
+            ins.emit(ISB)
+
+    def _write_pkey_reg_synced(self, value: int) -> None:
+        """Write the register with an ISB after it where the architecture needs one."""
+        if self.sync_needed:
+            self.write_pkey_reg_isb(value)
+        else:
+            self.write_pkey_reg(value)
 
     def read_user_pkey_reg(self) -> int:
         """MRS POR_EL0 / RDPKRU."""
@@ -124,7 +195,9 @@ class CPU:
         self._user_pkey_reg = value
         if not self.sync_needed:
             self.user_pkey_reg_effective = value
-        self.instruments.emit(PKEY_REG_WRITE)
+        ins = self.instruments
+        if ins.active:
+            ins.emit(PKEY_REG_WRITE)
 
     def _synchronise(self) -> None:
         self.pkey_reg_effective = self._pkey_reg
@@ -133,7 +206,9 @@ class CPU:
     def isb(self) -> None:
         """ISB: later accesses see every earlier register write."""
         self._synchronise()
-        self.instruments.emit(ISB)
+        ins = self.instruments
+        if ins.active:
+            ins.emit(ISB)
 
     @property
     def pkey_reg_pending(self) -> bool:
@@ -160,9 +235,7 @@ class CPU:
         saved = self._pkey_reg
         self.exception_stack.append((saved, reset_to is not None))
         if reset_to is not None and saved != reset_to:
-            self.write_pkey_reg(reset_to)
-            if self.sync_needed:
-                self.isb()
+            self._write_pkey_reg_synced(reset_to)
 
     def exception_return(self) -> None:
         """Return from the exception: restore the saved value; ERET synchronises (no ISB).
@@ -194,9 +267,7 @@ class CPU:
             self.current.pkey_reg = cur
             self.current.user_pkey_reg = self._user_pkey_reg
         if nxt.pkey_reg != cur:
-            self.write_pkey_reg(nxt.pkey_reg)
-            if self.sync_needed:
-                self.isb()
+            self._write_pkey_reg_synced(nxt.pkey_reg)
         if nxt.user_pkey_reg != self._user_pkey_reg:
             self.write_user_pkey_reg(nxt.user_pkey_reg)
         self.current = nxt

@@ -9,7 +9,9 @@ page-table page).  Instruments observe events; the cost model of
 Design (after trio's instrumentation): :class:`Instrument` hooks default to
 no-ops, and :class:`Instruments` calls a hook only on the instruments that
 override it, so an unobserved event costs one attribute load and one empty
-loop.
+loop.  Hot emitters test :attr:`Instruments.active` first
+(``if ins.active: ins.emit(...)``), which skips even the call when no
+instrument observes events.
 
 The machine layer declares hardware event kinds here; the kernel layer
 declares its own kinds (guard entries, linear-map splits, ...) in its own
@@ -112,12 +114,14 @@ def _overrides(inst: Instrument, hook: str) -> bool:
 class Instruments:
     """The set of instruments attached to one machine; dispatches events to them."""
 
-    __slots__ = ("_all", "_on_event", "_on_fault")
+    __slots__ = ("_all", "_on_event", "_on_fault", "active")
 
     def __init__(self, instruments: Iterable[Instrument] = ()) -> None:
         self._all: list[Instrument] = []
         self._on_event: list[Any] = []
         self._on_fault: list[Any] = []
+        #: True when at least one attached instrument observes events (``on_event``).
+        self.active = False
         for inst in instruments:
             self.add(inst)
 
@@ -136,6 +140,7 @@ class Instruments:
     def _rebuild(self) -> None:
         self._on_event = [i.on_event for i in self._all if _overrides(i, "on_event")]
         self._on_fault = [i.on_fault for i in self._all if _overrides(i, "on_fault")]
+        self.active = bool(self._on_event)
 
     def __iter__(self) -> Any:
         return iter(list(self._all))

@@ -39,14 +39,19 @@ from kpkeys_sim.machine.mmu import (
     walk,
     x86_not_present_error_code,
 )
-from kpkeys_sim.machine.tlb import GLOBAL_ASID, TLB, TlbEntry
+from kpkeys_sim.machine.tlb import ATTR_KEY_FREE_SHIFT, GLOBAL_ASID, TLB, TlbEntry
 
 __all__ = ["Machine"]
 
-#: Descriptor bits that take part in the access check: everything but the
-#: output address (bits [51:12]; the verdict never depends on them).
-_ATTR_MASK = ~(((1 << 52) - 1) & ~0xFFF)
-_ACCESS_CODE = {"R": 0, "W": 1, "X": 2, "RW": 3}
+#: Bits of a verdict key (:meth:`Machine.check`) above the entry's ``attr_key``:
+#: the access kind in bits [19:18], the EL in bits [21:20], ``unprivileged`` in bit 22.
+_ACCESS_BITS = {
+    a: code << ATTR_KEY_FREE_SHIFT for a, code in (("R", 0), ("W", 1), ("X", 2), ("RW", 3))
+}
+_EL_SHIFT = ATTR_KEY_FREE_SHIFT + 2
+_UNPRIV_SHIFT = ATTR_KEY_FREE_SHIFT + 4
+#: The verdict every allowed access shares in the verdict tables.
+_ALLOW = Verdict("allow")
 
 
 class Machine:
@@ -81,11 +86,15 @@ class Machine:
         #: Optional stage-2 permission check ``(cpu, va, pa, access, el) -> None`` that may
         #: raise; consulted by :meth:`translate` after the stage-1 check (None: no stage 2).
         self.stage2: Callable[[CPU, int, int, str, int], None] | None = None
-        #: Verdicts of :func:`check_leaf` by (descriptor attributes, access, CPU
-        #: state): the check is a pure function of these, so caching is exact.
-        #: The output-address bits are masked out of the key, so the cache
-        #: stays as small as the set of distinct attribute/register combinations.
-        self._verdicts: dict[tuple[int, ...], Verdict] = {}
+        #: Verdicts of :func:`check_leaf`, one table per value of the CPU system
+        #: registers the check reads (``CPU.sysregs``), each keyed by ``(the entry's
+        #: attr_key with the access kind, EL and unprivileged packed above it, the
+        #: effective pkey register, the effective user pkey register)``.  The check is
+        #: a pure function of these (and of the machine's fixed ``fmt``/``has_pkeys``),
+        #: so the cache is exact; the output address is not in the key, so the tables
+        #: stay as small as the set of distinct attribute/register combinations.  Each
+        #: CPU caches the table of its current system registers (``CPU.verdicts``).
+        self._verdicts: dict[tuple[int, ...], dict[tuple[int, int, int], Verdict]] = {}
 
     @property
     def fmt(self) -> str:
@@ -94,7 +103,9 @@ class Machine:
 
     def emit(self, kind: str, n: int = 1) -> None:
         """Report an event to the instruments."""
-        self.instruments.emit(kind, n)
+        ins = self.instruments
+        if ins.active:
+            ins.emit(kind, n)
 
     # --- translation -------------------------------------------------------------------
 
@@ -104,12 +115,13 @@ class Machine:
         Raises :class:`Fault` (translation, reported for ``access``) if the walk
         finds no valid leaf.
         """
+        e = self.tlbs[cpu.cpu_id].lookup(va, cpu.asid if va >> 63 == 0 else GLOBAL_ASID)
+        return e if e is not None else self._walk_fill(cpu, va, access, el)
+
+    def _walk_fill(self, cpu: CPU, va: int, access: str, el: int | None) -> TlbEntry:
+        """Walk the tables for ``va`` and fill ``cpu``'s TLB (a :meth:`lookup` miss)."""
         kernel = bool(va >> 63)
-        asid = GLOBAL_ASID if kernel else cpu.asid
         tlb = self.tlbs[cpu.cpu_id]
-        e = tlb.lookup(va, asid)
-        if e is not None:
-            return e
         root = cpu.ttbr1 if kernel else cpu.ttbr0
         self.instruments.emit(TRANSLATION_MISS)
         try:
@@ -158,7 +170,9 @@ class Machine:
         """
         if el is None:
             el = cpu.el
-        e = self.lookup(cpu, va, access, el)
+        e = self.tlbs[cpu.cpu_id].lookup(va, cpu.asid if va >> 63 == 0 else GLOBAL_ASID)
+        if e is None:
+            e = self._walk_fill(cpu, va, access, el)
         self.check(cpu, e, va, access, el, unprivileged)
         pa = e.oa_base + (va & ((1 << e.size_shift) - 1))
         if self.stage2 is not None:
@@ -169,38 +183,36 @@ class Machine:
         self, cpu: CPU, e: TlbEntry, va: int, access: str, el: int, unprivileged: bool = False
     ) -> None:
         """Raise :class:`Fault` if ``access`` through entry ``e`` is denied on ``cpu``."""
+        table = cpu.verdicts
+        if table is None:
+            table = self._verdict_table(cpu)
         key = (
-            e.desc & _ATTR_MASK,
-            e.level,
-            e.us,
-            e.rw,
-            _ACCESS_CODE[access],
-            el,
-            unprivileged,
+            e.attr_key | _ACCESS_BITS[access] | el << _EL_SHIFT | unprivileged << _UNPRIV_SHIFT,
             cpu.pkey_reg_effective,
             cpu.user_pkey_reg_effective,
-            cpu.poe,
-            cpu.e0poe,
-            cpu.pie,
-            cpu.pir,
-            cpu.pire0,
-            cpu.wxn,
-            cpu.pan,
-            cpu.wp,
-            cpu.pke,
-            cpu.pks,
         )
-        v = self._verdicts.get(key)
+        v = table.get(key)
+        if v is _ALLOW:
+            return
         if v is None:
             v = self._verdict(cpu, e, access, el, unprivileged)
-            self._verdicts[key] = v
-        if v.allowed:
-            return
+            table[key] = v
+            if v is _ALLOW:
+                return
         self._permission_fault(cpu, e, va, access, el, v)
 
+    def _verdict_table(self, cpu: CPU) -> dict[tuple[int, int, int], Verdict]:
+        """The verdict table of ``cpu``'s current system registers, cached in ``cpu.verdicts``."""
+        table = self._verdicts.get(cpu.sysregs)
+        if table is None:
+            table = self._verdicts[cpu.sysregs] = {}
+        cpu.verdicts = table
+        return table
+
     def _verdict(self, cpu: CPU, e: TlbEntry, access: str, el: int, unprivileged: bool) -> Verdict:
+        """:func:`check_leaf` for ``e`` on ``cpu`` (allowed verdicts are :data:`_ALLOW`)."""
         has = self.has_pkeys
-        return check_leaf(
+        v = check_leaf(
             self.fmt,
             e.desc,
             e.level,
@@ -222,6 +234,7 @@ class Machine:
             pke=cpu.pke if has else 0,
             pks=cpu.pks if has else 0,
         )
+        return _ALLOW if v.allowed else v
 
     def _permission_fault(
         self, cpu: CPU, e: TlbEntry, va: int, access: str, el: int, v: Verdict
@@ -268,8 +281,21 @@ class Machine:
         """
         pa = self.translate(cpu, va, "R")
         view = self.mem.frame_ro(pa >> self.page_shift).view()
-        view.flags.writeable = False
+        view.setflags(write=False)
         return view
+
+    def load_entries(self, cpu: CPU, va: int, n: int) -> U64Array:
+        """A checked read of ``n`` consecutive 64-bit entries from ``va`` (within one page).
+
+        One permission check for the page, like :meth:`load_table`; the result
+        is a copy (no read-only view of the frame is made).
+        """
+        pa = self.translate(cpu, va, "R")
+        frame = self.mem.frame_ro(pa >> self.page_shift)
+        i = (pa & (self.page_size - 1)) >> 3
+        if i + n > len(frame):
+            raise ValueError(f"{n} entries at {va:#x} cross a page boundary")
+        return frame[i : i + n].copy()
 
     def store_pt_entries(self, cpu: CPU, va: int, values: U64Array | int, count: int = 1) -> None:
         """A checked store of page-table entries starting at ``va`` (within one page).
@@ -281,17 +307,13 @@ class Machine:
         pa = self.translate(cpu, va, "W")
         frame = self.mem.frame(pa >> self.page_shift)
         i = (pa & (self.page_size - 1)) >> 3
-        if isinstance(values, np.ndarray):
-            n = len(values)
-            if i + n > len(frame):
-                raise ValueError(f"{n} entries at {va:#x} cross a page boundary")
-            frame[i : i + n] = values
-        else:
-            n = count
-            if i + n > len(frame):
-                raise ValueError(f"{n} entries at {va:#x} cross a page boundary")
-            frame[i : i + n] = values
-        self.instruments.emit(PT_WRITE, n)
+        n = len(values) if isinstance(values, np.ndarray) else count
+        if i + n > len(frame):
+            raise ValueError(f"{n} entries at {va:#x} cross a page boundary")
+        frame[i : i + n] = values
+        ins = self.instruments
+        if ins.active:
+            ins.emit(PT_WRITE, n)
 
     def clear_page(self, cpu: CPU, va: int) -> None:
         """A checked store of zeros over the whole page containing ``va`` (``clear_page``)."""

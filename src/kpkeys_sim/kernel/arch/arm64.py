@@ -156,15 +156,15 @@ def arch_kpkeys_set_level(k: Kernel, level: KpkeysLevel, skip_unchanged: bool) -
     new = (prev & keep) | bits  # = por_set_kpkeys_level(prev, level, cred_levels)
     if skip_unchanged and new == prev:
         return KPKEYS_PKEY_REG_INVAL
-    cpu.write_pkey_reg(new)
-    cpu.isb()
+    cpu.write_pkey_reg_isb(new)
     return prev
 
 
 def arch_kpkeys_restore_pkey_reg(k: Kernel, reg: int) -> None:
     """``MSR POR_EL1, reg`` then ISB (spec §2.2)."""
-    __kpkeys_set_pkey_reg_nosync(k, reg)
-    k.cpu.isb()
+    if not k.machine.has_pkeys:
+        raise _undefined(k, "MSR POR_EL1")
+    k.cpu.write_pkey_reg_isb(reg)
 
 
 def cpu_enable_poe(k: Kernel, cpu: CPU | None = None) -> None:

@@ -181,7 +181,7 @@ def _set_level(k: Kernel, level: KpkeysLevel, skip_unchanged: bool) -> int:
         )
     reg = kpkeys_arch(k).arch_kpkeys_set_level(k, level, skip_unchanged)
     if reg != KPKEYS_PKEY_REG_INVAL:
-        k.machine.instruments.emit(KPKEYS_SET_LEVEL)
+        k.machine.emit(KPKEYS_SET_LEVEL)
     return reg
 
 
@@ -217,7 +217,7 @@ def kpkeys_restore_pkey_reg(k: Kernel, reg: int) -> None:
     """
     if reg != KPKEYS_PKEY_REG_INVAL:
         kpkeys_arch(k).arch_kpkeys_restore_pkey_reg(k, reg)
-        k.machine.instruments.emit(KPKEYS_RESTORE)
+        k.machine.emit(KPKEYS_RESTORE)
 
 
 # --- v8 context API (spec §1.10) ---------------------------------------------------------
@@ -260,7 +260,7 @@ def kpkeys_leave_context(k: Kernel, state: KpkeysState) -> None:
     """v8 ``kpkeys_leave_context(&state)``: restore only if the context was entered."""
     if state.entered_context:
         kpkeys_arch(k).arch_kpkeys_restore_pkey_reg(k, state.arch_state)
-        k.machine.instruments.emit(KPKEYS_RESTORE)
+        k.machine.emit(KPKEYS_RESTORE)
 
 
 # --- guards (spec §1.6) ------------------------------------------------------------------
@@ -316,7 +316,7 @@ class _CondGuard(KpkeysGuard):
     def __enter__(self) -> KpkeysGuard:
         k = self._k
         if self._cond(k):
-            k.machine.instruments.emit(KPKEYS_GUARD_ENTER)
+            k.machine.emit(KPKEYS_GUARD_ENTER)
             self._state = _set_level(k, self._level, k.config.skip_unchanged_pkey_writes)
         else:
             self._state = KPKEYS_PKEY_REG_INVAL

@@ -140,9 +140,12 @@ def arch_enter_lazy_mmu_mode(k: Kernel) -> None:
     ``k.lazy_mmu_enter_hooks`` entry runs (kpkeys: switch to PGTABLES and save
     the previous POR_EL1 in ``current->thread.por_el1_lazy_mmu``).
     """
-    if in_interrupt(k):
-        return
-    t = current(k)
+    if not in_interrupt(k):
+        _arch_enter(k, current(k))
+
+
+def _arch_enter(k: Kernel, t: task_struct) -> None:
+    """:func:`arch_enter_lazy_mmu_mode` for ``t`` = ``current``, not in interrupt context."""
     if k.config.series == "v5":
         t.thread_flags |= 1 << TIF_LAZY_MMU
     k.machine.emit(LAZY_MMU_SECTION)
@@ -152,9 +155,12 @@ def arch_enter_lazy_mmu_mode(k: Kernel) -> None:
 
 def arch_flush_lazy_mmu_mode(k: Kernel) -> None:
     """arm64 ``arch_flush_lazy_mmu_mode()``: emit the pending barriers (DSB+ISB) once."""
-    if in_interrupt(k):
-        return
-    t = current(k)
+    if not in_interrupt(k):
+        _arch_flush(k, current(k))
+
+
+def _arch_flush(k: Kernel, t: task_struct) -> None:
+    """:func:`arch_flush_lazy_mmu_mode` for ``t`` = ``current``, not in interrupt context."""
     if t.thread_flags >> TIF_LAZY_MMU_PENDING & 1:
         t.thread_flags &= ~(1 << TIF_LAZY_MMU_PENDING)
         _emit_pte_barriers(k)
@@ -167,13 +173,16 @@ def arch_leave_lazy_mmu_mode(k: Kernel) -> None:
     are pending (kpkeys: restore POR_EL1, without ISB if they are); 3.
     ``arch_flush_lazy_mmu_mode()``; 4. (v5) clear ``TIF_LAZY_MMU``.
     """
-    if in_interrupt(k):
-        return
-    t = current(k)
+    if not in_interrupt(k):
+        _arch_leave(k, current(k))
+
+
+def _arch_leave(k: Kernel, t: task_struct) -> None:
+    """:func:`arch_leave_lazy_mmu_mode` for ``t`` = ``current``, not in interrupt context."""
     pending = bool(t.thread_flags >> TIF_LAZY_MMU_PENDING & 1)
     for hook in reversed(k.lazy_mmu_leave_hooks):
         hook(k, t, pending)
-    arch_flush_lazy_mmu_mode(k)
+    _arch_flush(k, t)
     if k.config.series == "v5":
         t.thread_flags &= ~(1 << TIF_LAZY_MMU)
 
@@ -201,7 +210,7 @@ def lazy_mmu_mode_enable(k: Kernel) -> None:
         raise KernelBug("lazy_mmu_mode_enable: enable_count overflow (VM_WARN_ON)")
     st.enable_count += 1
     if st.enable_count == 1:
-        arch_enter_lazy_mmu_mode(k)
+        _arch_enter(k, t)
 
 
 def lazy_mmu_mode_disable(k: Kernel) -> None:
@@ -227,9 +236,9 @@ def lazy_mmu_mode_disable(k: Kernel) -> None:
         raise KernelBug("lazy_mmu_mode_disable without lazy_mmu_mode_enable (VM_WARN_ON)")
     st.enable_count -= 1
     if st.enable_count == 0:
-        arch_leave_lazy_mmu_mode(k)
+        _arch_leave(k, t)
     else:
-        arch_flush_lazy_mmu_mode(k)
+        _arch_flush(k, t)
 
 
 def lazy_mmu_mode_pause(k: Kernel) -> None:
@@ -275,10 +284,6 @@ def _emit_pte_barriers(k: Kernel) -> None:
     emit_pte_barriers(k)
 
 
-def _is_active_hook(k: Kernel) -> bool:
-    return is_lazy_mmu_mode_active(k)
-
-
 def lazy_mmu_init(k: Kernel) -> None:
     """Install :func:`is_lazy_mmu_mode_active` as ``k.lazy_mmu_active`` (read by PTE helpers)."""
-    k.lazy_mmu_active = _is_active_hook
+    k.lazy_mmu_active = is_lazy_mmu_mode_active
