@@ -346,3 +346,25 @@ hw_tags = st.integers(0xF0, 0xFD)
 
 #: A campaign seed.
 attack_seeds = st.integers(0, 2**32 - 1)
+
+# ---------------------------------------------------------------------------
+# kernel/arch/x86_pgtable: x86-64 descriptors
+# ---------------------------------------------------------------------------
+
+__all__ += [  # this section's exports
+    "x86_descriptors",
+    "x86_pfns",
+]
+
+#: A 4 KiB frame number with a 52-bit physical address.
+x86_pfns = st.one_of(st.integers(0, 0xFFFF), st.integers(0, (1 << 40) - 1))
+
+#: Attribute, software, key and NX bits of an x86 entry (bits 0-12, 57-63).
+_X86_ATTR_BITS = (*(1 << b for b in range(13)), *(1 << b for b in range(57, 64)))
+
+#: An x86 descriptor: a pfn plus any mix of attribute, software, key and NX bits.
+x86_descriptors = st.builds(
+    lambda pfn, bits: (pfn << 12) | sum(set(bits)),
+    x86_pfns,
+    st.lists(st.sampled_from(_X86_ATTR_BITS), max_size=12),
+)

@@ -120,7 +120,7 @@ def _set_pmd_without_guard(k: Kernel, pmdp: int, pmd: int) -> None:
     noop = KPKEYS_GUARD_NOOP("kpkeys_hardened_pgtables")
     with noop(k):
         k.machine.store_pt_entries(k.cpu, pmdp, pmd)
-        if pgtable.pmd_valid(pmd):
+        if k.pgt.ARCH_HAS_PTE_BARRIERS and k.pgt.pmd_valid(pmd):
             pgtable.queue_pte_barriers(k)
 
 

@@ -41,6 +41,7 @@ from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm import pgalloc as pa
 from kpkeys_sim.kernel.mm import pgtable as pg
+from kpkeys_sim.kernel.mm.fixmap import in_swapper_pgdir
 from kpkeys_sim.kernel.mm.gfp import GFP_PGTABLE_KERNEL
 from kpkeys_sim.kernel.mm.lazy_mmu import lazy_mmu_mode
 from kpkeys_sim.kernel.mm.mm_types import (
@@ -203,6 +204,12 @@ def test_vectorised_helpers_equal_scalar_ones(d: int, shift: int) -> None:
     assert list(pt.ptes_valid_mask(arr)) == [pt.pte_valid(x) for x in vals]
     assert list(pt.ptes_none_mask(arr)) == [pt.pte_none(x) for x in vals]
     assert [int(x) for x in g.ptes_pfn(arr)] == [g.pte_pfn(x) for x in vals]
+    assert list(pt.ptes_special_mask(arr)) == [pt.pte_special(x) for x in vals]
+    assert list(pt.ptes_valid_not_user_mask(arr)) == [pt.pte_valid_not_user(x) for x in vals]
+    assert [int(x) for x in pt.ptes_pgprot(arr)] == [pt.pte_pgprot(x) for x in vals]
+    assert [int(x) for x in pt.ptes_mkcont(arr)] == [pt.pte_mkcont(x) for x in vals]
+    if pt.ptes_user_normal_all(arr, np.empty_like(arr)):
+        assert all(pt.pte_present(x) and not pt.pte_special(x) for x in vals)
     new = arr[::-1].copy()
     got = pt.pgattr_change_is_safe_array(arr, new)
     assert list(got) == [
@@ -350,7 +357,7 @@ def test_swapper_pg_dir_is_written_through_the_fixmap_after_mark_rodata_ro(ps: i
     k = b.k
     g = k.pgt
     entry = pg.pgd_offset_k(k, g.VMALLOC_START + 8 * g.PGDIR_SIZE)
-    assert pg.in_swapper_pgdir(k, entry) and not k.rodata_is_rw
+    assert in_swapper_pgdir(k, entry) and not k.rodata_is_rw
     desc = (b.table_pfn << g.PAGE_SHIFT) | pt.PMD_TYPE_TABLE
     g0 = b.guards
     pg.set_pgd(k, entry, desc)

@@ -114,17 +114,15 @@ class LinearMapShape:
 def linear_map_shape(k: Kernel) -> LinearMapShape:
     """The leaves of ``k``'s linear map by size, from the live translation tables.
 
-    Uses the kernel's ptdump-style walk
-    (:func:`kpkeys_sim.kernel.mm.linear_map.linear_map_leaves`, which reads
+    Uses the arch's ptdump-style walk ``k.arch_mm.linear_map_leaves`` (arm64:
+    :func:`kpkeys_sim.kernel.mm.linear_map.linear_map_leaves`, which reads
     the tables as the walker does without perturbing the TLB or the event
     counts) and attaches each kind's size, walk depth and contiguous run
     (``CONT_PTES``/``CONT_PMDS``, spec pkeys-hardware.md §2.3).
     """
-    from kpkeys_sim.kernel.mm.linear_map import linear_map_leaves
-
     g = k.pgt
     start_level = k.machine.geometry.start_level
-    counts = linear_map_leaves(k)
+    counts = k.arch_mm.linear_map_leaves(k)
     kinds = {
         # kind: (leaf bytes, translation level, contiguous run)
         "pud": (g.PUD_SIZE, 1, 1),

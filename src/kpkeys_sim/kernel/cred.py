@@ -110,7 +110,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kpkeys_sim.kernel.arch import arch_kpkeys_enabled, kernel_entry, kernel_exit
-from kpkeys_sim.kernel.arch.arm64_pgtable import page_address
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.core import (
@@ -123,9 +122,10 @@ from kpkeys_sim.kernel.kpkeys.core import (
     KpkeysGuard,
 )
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
+from kpkeys_sim.kernel.mm.addr import page_address
 from kpkeys_sim.kernel.mm.gfp import GFP_KERNEL
-from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
 from kpkeys_sim.kernel.mm.maccess import __do_kernel_fault, kernel_store_u64
+from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 from kpkeys_sim.kernel.mm.slab import (
     SLAB_ACCOUNT,
     SLAB_HWCACHE_ALIGN,

@@ -12,25 +12,44 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.machine.cpu import CPU
 from kpkeys_sim.machine.machine import Machine
 
 if TYPE_CHECKING:
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PgtableGeometry
+    from kpkeys_sim.kernel.arch.pgtable_api import ArchMm, ArchPgtable
     from kpkeys_sim.kernel.cred import CredState
     from kpkeys_sim.kernel.kpkeys.pba import PkeysBlockAllocator
     from kpkeys_sim.kernel.kpkeys.ppa import PkeysPhysmemAllocator
-    from kpkeys_sim.kernel.mm.kernel_pgtables import KernelImage
     from kpkeys_sim.kernel.mm.memblock import Memblock
     from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_struct
     from kpkeys_sim.kernel.mm.page import MemMap
     from kpkeys_sim.kernel.mm.page_alloc import BuddyAllocator
     from kpkeys_sim.kernel.mm.slab import KmemCache, SlabAllocator
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "KernelImageSymbols"]
+
+
+class KernelImageSymbols(Protocol):
+    """The kernel image's linker symbols generic code reads (``<asm/sections.h>``).
+
+    Each architecture's image layout (arm64 ``kernel_pgtables.KernelImage``,
+    x86 ``x86_head.X86KernelImage``) has these and more; arch code narrows
+    ``k.kimage`` to its own type.
+    """
+
+    @property
+    def pa(self) -> int:
+        """Physical address of ``_text``."""
+
+    @property
+    def _text(self) -> int: ...
+    @property
+    def _data(self) -> int: ...
+    @property
+    def _end(self) -> int: ...
 
 
 class Kernel:
@@ -72,12 +91,17 @@ class Kernel:
 
     # --- memory-management state and hooks (kernel/boot, kernel/mm/{pgtable,pgalloc,
     # linear_map,kernel_pgtables}); set by boot, hooks replaced by kpkeys ------------------
-    #: Page-table geometry and memory layout (``kernel/arch/arm64_pgtable``), set by boot.
-    pgt: PgtableGeometry
+    #: The architecture's page-table format, geometry and memory layout
+    #: (``kernel/arch/pgtable_api.ArchPgtable``; arm64: ``arm64_pgtable.PgtableGeometry``),
+    #: set by boot.
+    pgt: ArchPgtable
+    #: The architecture's mm functions (``kernel/arch/pgtable_api.ArchMm``; arm64:
+    #: ``arm64_mm.ARM64_MM``), set by boot.
+    arch_mm: ArchMm
     #: ``init_mm`` (its pgd is ``swapper_pg_dir``'s kernel-image VA), set by early boot.
     init_mm: mm_struct
-    #: The kernel image's symbols (``kernel/mm/kernel_pgtables.KernelImage``), set by early boot.
-    kimage: KernelImage
+    #: The kernel image's symbols (the arch's image layout), set by early boot.
+    kimage: KernelImageSymbols
 
     def _init_mm_state(self) -> None:
         #: memblock (boot) and, from mem_init on, the buddy zone, its mem_map and the slab.

@@ -35,8 +35,10 @@ Model choices (``docs/model-assumptions.md``):
 
 * ``&init_mm`` is a ``.data`` symbol; the model's vmlinux has no per-symbol
   layout, so its address is ``_data`` (the first page of ``.data``).
-* The v5 write values use arm64's ``PTE_WRITE`` and ``PROT_SECT_NORMAL``; the
-  v5 test is arm64-only as the series is.
+* The v5 write values: a PTE made writable (``pte_mkwrite_novma``: arm64
+  ``PTE_WRITE``) and a PMD with the block protection of ``PAGE_KERNEL`` ORed
+  in (``mk_pmd_sect_prot(PAGE_KERNEL)``: arm64 ``PROT_SECT_NORMAL``); the v5
+  test is arm64-only as the series is.
 * A v6 helper writes the PUD unconditionally (the v7 fix exists because it
   may be folded): with 64K pages the PUD *is* the ``swapper_pg_dir`` entry,
   which is not protected, so the v6 ``write_direct_map_pgtables`` and the
@@ -55,13 +57,6 @@ return.
 from __future__ import annotations
 
 from kpkeys_sim.kernel.arch import arch_kpkeys_enabled
-from kpkeys_sim.kernel.arch.arm64_pgtable import (
-    PROT_SECT_NORMAL,
-    PTE_WRITE,
-    lm_alias,
-    page_address,
-    pmd_leaf,
-)
 from kpkeys_sim.kernel.errors import EFAULT
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.core import (
@@ -70,6 +65,7 @@ from kpkeys_sim.kernel.kpkeys.core import (
     kpkeys_set_level,
 )
 from kpkeys_sim.kernel.mm import pgtable
+from kpkeys_sim.kernel.mm.addr import lm_alias, page_address
 from kpkeys_sim.kernel.mm.maccess import copy_to_kernel_nofault
 from kpkeys_sim.kunit.framework import (
     KUNIT_ASSERT_EQ,
@@ -134,7 +130,7 @@ def _init_mm_addr(k: Kernel) -> int:
 def get_kernel_pte(k: Kernel, addr: int) -> int | None:
     """The test's ``get_kernel_pte(addr)``: ``pmd_off_k``; NULL for a PMD leaf; else the PTE."""
     pmdp = pgtable.pmd_off_k(k, addr)
-    if pmd_leaf(pgtable.pmdp_get(k, pmdp)):
+    if k.pgt.pmd_leaf(pgtable.pmdp_get(k, pmdp)):
         return None
     return pgtable.pte_offset_kernel(k, pmdp, addr)
 
@@ -203,21 +199,24 @@ def write_linear_map_pte(test: Kunit) -> None:
     ptep = get_kernel_pte(k, lm_alias(k, _init_mm_addr(k)))
     KUNIT_ASSERT_NOT_NULL_MSG(test, ptep, "Failed to get PTE")
     assert ptep is not None
-    _expect_write_fault(test, "PTE", ptep, pgtable.ptep_get(k, ptep) | PTE_WRITE)
+    _expect_write_fault(test, "PTE", ptep, k.pgt.pte_mkwrite_novma(pgtable.ptep_get(k, ptep)))
 
 
 def _v5_write_kernel_vmalloc_pte(test: Kunit) -> None:
     """v5 ``write_kernel_vmalloc_pte``: a ``vmalloc(PAGE_SIZE)`` area's PTE with ``PTE_WRITE``."""
     _skip_unless_kpkeys(test)
+    k = test.k
     ptep = _vmalloc_pte(test)
-    _expect_write_fault(test, "PTE", ptep, pgtable.ptep_get(test.k, ptep) | PTE_WRITE)
+    _expect_write_fault(test, "PTE", ptep, k.pgt.pte_mkwrite_novma(pgtable.ptep_get(k, ptep)))
 
 
 def _v5_write_user_pmd(test: Kunit) -> None:
     """v5 ``write_user_pmd``: the PMD of a populated user page, ``PROT_SECT_NORMAL`` ORed in."""
     _skip_unless_kpkeys(test)
+    g = test.k.pgt
     pmdp = _user_pmd(test)
-    _expect_write_fault(test, "PMD", pmdp, pgtable.pmdp_get(test.k, pmdp) | PROT_SECT_NORMAL)
+    sect_normal = g.mk_pmd_sect_prot(g.PAGE_KERNEL)
+    _expect_write_fault(test, "PMD", pmdp, pgtable.pmdp_get(test.k, pmdp) | sect_normal)
 
 
 # --- v6 and RFC v7 ---------------------------------------------------------------------------
@@ -226,11 +225,11 @@ def _v5_write_user_pmd(test: Kunit) -> None:
 def _direct_map_page(test: Kunit) -> int:
     """Allocate a page (freed by an action) and make its linear-map alias PTE-mapped."""
     from kpkeys_sim.kernel.mm.gfp import GFP_KERNEL
-    from kpkeys_sim.kernel.mm.linear_map import (
+    from kpkeys_sim.kernel.mm.page_alloc import __free_page, alloc_pages
+    from kpkeys_sim.kernel.mm.set_memory import (
         set_direct_map_default_noflush,
         set_direct_map_invalid_noflush,
     )
-    from kpkeys_sim.kernel.mm.page_alloc import __free_page, alloc_pages
 
     k = test.k
     zone = k.zone

@@ -114,7 +114,7 @@ def install_cred_model(env: AttackEnv, hardened: bool) -> CredWorld:
 
 def _hook_set_pkey_slabs(env: AttackEnv) -> None:
     """``SLAB_SET_PKEY``: the new/free slab hooks set and reset ``KPKEYS_PKEY_CRED``."""
-    from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
+    from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 
     k = env.k
     sl = kapi.slab(k)

@@ -36,6 +36,7 @@ __all__ = [
     "filp_cache",
     "free_page",
     "irq",
+    "kernel_rw_entry",
     "kernel_table_pfns",
     "lazy_mmu_enter",
     "lazy_mmu_leave",
@@ -364,25 +365,32 @@ def user_rw_entry(env: AttackEnv, pfn: int, level: str) -> int:
     ``pte``: a page descriptor; ``pmd``/``pud``: a block descriptor for the
     aligned block containing ``pfn``.
     """
-    from kpkeys_sim.kernel.arch.arm64_pgtable import (
-        PAGE_SHARED,
-        PTE_TABLE_BIT,
-        pte_mkdirty,
-    )
-
     g = env.k.pgt
-    prot = pte_mkdirty(PAGE_SHARED)
+    prot = g.pte_mkdirty(g.PAGE_SHARED)
     if level == "pte":
         return g.pfn_pte(pfn, prot)
     shift = level_shift(env, level) - g.PAGE_SHIFT
     base = pfn & ~((1 << shift) - 1)
-    return g.pfn_pte(base, prot & ~PTE_TABLE_BIT)
+    return g.pfn_pte(base, g.mk_pmd_sect_prot(prot))
+
+
+def kernel_rw_entry(env: AttackEnv, pfn: int, level: str) -> int:
+    """A kernel read/write descriptor (``PAGE_KERNEL``: pkey 0) mapping ``pfn`` at ``level``.
+
+    ``pte``: a page descriptor; ``pmd``/``pud``: a block descriptor for the
+    aligned block containing ``pfn``.
+    """
+    g = env.k.pgt
+    prot = g.pte_mkdirty(g.PAGE_KERNEL)
+    if level == "pte":
+        return g.pfn_pte(pfn, prot)
+    shift = level_shift(env, level) - g.PAGE_SHIFT
+    base = pfn & ~((1 << shift) - 1)
+    return g.pfn_pte(base, g.mk_pmd_sect_prot(prot))
 
 
 def table_pfn(env: AttackEnv, att: Attacker, va: int, level: str) -> int | None:
     """The pfn of the ``level`` table that translates user ``va`` (a hardware-style walk)."""
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PTE_ADDR_MASK
-
     k = env.k
     g = k.pgt
     mem = k.machine.mem
@@ -395,9 +403,9 @@ def table_pfn(env: AttackEnv, att: Attacker, va: int, level: str) -> int | None:
             return table >> g.PAGE_SHIFT
         hw_level = geo.start_level + lv_index
         desc = mem.read_u64(table + 8 * geo.index(va, hw_level))
-        if not desc & 1 or not desc & 2:
+        if not g.pmd_table(desc):
             return None
-        table = desc & PTE_ADDR_MASK
+        table = g.pmd_page_paddr(desc)
     return None
 
 
@@ -443,7 +451,6 @@ def vm_insert_page(env: AttackEnv, att: Attacker, va: int, pfn: int) -> None:
     io_uring): allocate the missing tables and ``set_pte_at`` a user
     read/write entry, through the kernel's guarded helpers.
     """
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PAGE_SHARED, pte_mkdirty
     from kpkeys_sim.kernel.mm.page_alloc import get_page
     from kpkeys_sim.kernel.mm.pgalloc import p4d_alloc, pmd_alloc, pte_alloc_map, pud_alloc
     from kpkeys_sim.kernel.mm.pgtable import pgd_offset, set_pte_at
@@ -459,7 +466,8 @@ def vm_insert_page(env: AttackEnv, att: Attacker, va: int, pfn: int) -> None:
         if ptep is None:
             raise MemoryError(f"vm_insert_page: no page table for {va:#x}")
         get_page(zone(k), pfn)
-        set_pte_at(k, mm, va, ptep, k.pgt.pfn_pte(pfn, pte_mkdirty(PAGE_SHARED)))
+        g = k.pgt
+        set_pte_at(k, mm, va, ptep, g.pfn_pte(pfn, g.pte_mkdirty(g.PAGE_SHARED)))
 
 
 def filp_cache(env: AttackEnv) -> Any:
@@ -537,7 +545,6 @@ def memory_pressure(env: AttackEnv) -> None:
 
 def remap_pfn(env: AttackEnv, att: Attacker, va: int, pfn: int) -> None:
     """A driver's ``mmap`` handler: ``remap_pfn_range(vma, va, pfn, PAGE_SIZE, PAGE_SHARED)``."""
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PAGE_SHARED, pte_mkdirty, pte_mkspecial
     from kpkeys_sim.kernel.mm.pgalloc import p4d_alloc, pmd_alloc, pte_alloc_map, pud_alloc
     from kpkeys_sim.kernel.mm.pgtable import pgd_offset, set_pte_at
 
@@ -551,7 +558,8 @@ def remap_pfn(env: AttackEnv, att: Attacker, va: int, pfn: int) -> None:
         ptep = pte_alloc_map(k, mm, pmdp, va) if pmdp is not None else None
         if ptep is None:
             raise MemoryError(f"remap_pfn_range: no page table for {va:#x}")
-        set_pte_at(k, mm, va, ptep, pte_mkspecial(k.pgt.pfn_pte(pfn, pte_mkdirty(PAGE_SHARED))))
+        g = k.pgt
+        set_pte_at(k, mm, va, ptep, g.pte_mkspecial(g.pfn_pte(pfn, g.pte_mkdirty(g.PAGE_SHARED))))
 
 
 def user_page_pfn(env: AttackEnv, att: Attacker, va: int) -> int:
@@ -563,8 +571,7 @@ def user_page_pfn(env: AttackEnv, att: Attacker, va: int) -> int:
 
 def kernel_table_pfns(k: Kernel) -> set[int]:
     """Every table page reachable from the kernel root (``swapper_pg_dir``) — a boot-time walk."""
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PTE_ADDR_MASK
-
+    g = k.pgt
     geo = k.machine.geometry
     mem = k.machine.mem
     root = k.machine.cpus[0].ttbr1
@@ -579,7 +586,7 @@ def kernel_table_pfns(k: Kernel) -> set[int]:
         if level == 3:
             continue
         frame = mem.frame_ro(pfn)
-        tables = np.flatnonzero((frame & np.uint64(3)) == np.uint64(3))
-        for i in tables.tolist():
-            stack.append((int(frame[i]) & PTE_ADDR_MASK, level + 1))
+        for desc in frame[np.flatnonzero(frame)].tolist():
+            if g.pmd_table(desc):
+                stack.append((g.pmd_page_paddr(desc), level + 1))
     return out

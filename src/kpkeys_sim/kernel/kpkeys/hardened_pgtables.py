@@ -62,7 +62,7 @@ from kpkeys_sim.kernel.kpkeys.core import (
     kpkeys_set_level,
 )
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
-from kpkeys_sim.kernel.sched import in_interrupt, task_struct
+from kpkeys_sim.kernel.sched import task_struct
 from kpkeys_sim.machine.events import ISB, PKEY_REG_WRITE, declare_event
 
 __all__ = [
@@ -131,11 +131,16 @@ class HardenedPgtables:
         batching = k.config.lazy_mmu_batching
         last = self._last
 
+        key = KPKEYS_HARDENED_PGTABLES_KEY
+
         def cond(kk: Kernel) -> bool:
-            ok = kpkeys_hardened_pgtables_enabled(kk) and (
-                not batching or in_interrupt(kk) or not kk.lazy_mmu_active(kk)
+            # kpkeys_hardened_pgtables_enabled() && (!batching || in_interrupt() ||
+            # !is_lazy_mmu_mode_active()), with the two helpers read inline (hot path).
+            cpu_id = kk.cpu.cpu_id
+            ok = kk.static_keys.get(key, False) and (
+                not batching or kk.hardirq_count[cpu_id] > 0 or not kk.lazy_mmu_active(kk)
             )
-            last[kk.cpu.cpu_id] = (ok, False)
+            last[cpu_id] = (ok, False)
             return ok
 
         base = KPKEYS_GUARD_COND(_GUARD_NAME, KPKEYS_LVL_PGTABLES, cond)
@@ -232,8 +237,8 @@ def kpkeys_lazy_mmu_exit(k: Kernel, task: task_struct, barriers_pending: bool) -
 
 def _set_memory_pkey(k: Kernel, pfn: int, numpages: int, pkey: int) -> int:
     """``set_memory_pkey(page_address(page), numpages, pkey)``: 0 or -errno."""
-    from kpkeys_sim.kernel.arch.arm64_pgtable import page_address
-    from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
+    from kpkeys_sim.kernel.mm.addr import page_address
+    from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 
     return set_memory_pkey(k, page_address(k, pfn), numpages, pkey)
 
@@ -276,11 +281,12 @@ def _v5_pgtable_dtor(k: Kernel, pfn: int, order: int, level: str | None) -> None
     kpkeys_unprotect_pgtable_memory(k, pfn, order)
 
 
-def _table_is_next_level(desc: int, level: int) -> bool:
-    """Not none, not bad, not a leaf: a table descriptor below the last level."""
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PMD_TYPE_MASK, PMD_TYPE_TABLE
+def _table_is_next_level(k: Kernel, desc: int, level: int) -> bool:
+    """Not none, not bad, not a leaf: a table descriptor below the last level.
 
-    return level < 3 and (desc & PMD_TYPE_MASK) == PMD_TYPE_TABLE
+    The table-descriptor test of ``pmd_table`` holds at every upper level.
+    """
+    return level < 3 and k.pgt.pmd_table(desc)
 
 
 def kernel_pgtables_set_pkey(k: Kernel, pkey: int) -> int:
@@ -300,8 +306,6 @@ def kernel_pgtables_set_pkey(k: Kernel, pkey: int) -> int:
     """
     if not arch_kpkeys_enabled(k):
         return 0
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PTE_ADDR_MASK
-
     mm = k.init_mm
     if mm.page_table_lock:
         raise KernelBug("BUG: spinlock recursion on init_mm.page_table_lock")
@@ -325,9 +329,9 @@ def kernel_pgtables_set_pkey(k: Kernel, pkey: int) -> int:
         entries = m.load_table(k.cpu, va).copy()
         for i in range(len(entries)):
             desc = int(entries[i])
-            if not _table_is_next_level(desc, level):
+            if not _table_is_next_level(k, desc, level):
                 continue
-            err = walk(desc & PTE_ADDR_MASK, level + 1)
+            err = walk(g.pmd_page_paddr(desc), level + 1)
             if err:
                 return err
         return 0
@@ -434,28 +438,14 @@ def kpkeys_ready_for_direct_map_split(k: Kernel) -> bool:
 
 
 def arch_kpkeys_protect_static_pgtables(k: Kernel) -> None:
-    """arm64 ``arch_kpkeys_protect_static_pgtables()`` (v6, v7; spec §3.4 step 3, §3.8).
+    """``arch_kpkeys_protect_static_pgtables()`` (v6, v7; spec §3.4 step 3, §3.8).
 
     Give ``KPKEYS_PKEY_PGTABLES`` to the page tables statically allocated in
-    the kernel image (``k.static_pgtables``), except ``swapper_pg_dir`` (made
-    read-only by ``mark_rodata_ro``; the KUnit tests skip the PGD for that
-    reason).  The fixmap's tables are not protected (still used after boot,
-    e.g. by ``set_swapper_pgd``; spec §3.8).  Contiguous pfns are protected
-    with one ``set_memory_pkey`` call each run [INF: the arm64 diff is not in
-    the spec].  ``WARN_ON`` per failure.  The x86 model uses the same hook.
+    the kernel image.  Which tables, and through which alias, is the
+    architecture's: ``k.arch_mm.arch_kpkeys_protect_static_pgtables``
+    (arm64: ``kernel/arch/arm64_mm.py``; x86: ``kernel/arch/x86_setup.py``).
     """
-    g = k.pgt
-    swapper_pfn = g.pa_symbol(k.swapper_pg_dir) >> g.PAGE_SHIFT if k.swapper_pg_dir else -1
-    skip = {swapper_pfn, *k.fixmap_pgtables}
-    pfns = sorted({p for p in k.static_pgtables if p not in skip})
-    i = 0
-    while i < len(pfns):
-        j = i
-        while j + 1 < len(pfns) and pfns[j + 1] == pfns[j] + 1:
-            j += 1
-        ret = _set_memory_pkey(k, pfns[i], j - i + 1, KPKEYS_PKEY_PGTABLES)
-        WARN_ON(k, ret, f"arch_kpkeys_protect_static_pgtables: pfn {pfns[i]:#x}+{j - i + 1}: {ret}")
-        i = j + 1
+    k.arch_mm.arch_kpkeys_protect_static_pgtables(k)
 
 
 def arm64_supports_kpkeys_hardened_pgtables(k: Kernel) -> bool:
@@ -501,6 +491,9 @@ def kpkeys_hardened_pgtables_init(k: Kernel) -> None:
         return
     if k.config.series == "v7":
         k.static_branch_enable(KPKEYS_HARDENED_PGTABLES_KEY)
+        # pagetable_alloc() tests the static key, so tables allocated from here on
+        # (e.g. by a direct-map split in the steps below) already come protected.
+        _install_allocator_hooks(k)
         from kpkeys_sim.kernel.kpkeys.ppa import ppa_finalize
 
         _v7_track_vmemmap_pgtables(k)
@@ -511,7 +504,7 @@ def kpkeys_hardened_pgtables_init(k: Kernel) -> None:
 
         pba_init(k)
         k.static_branch_enable(KPKEYS_HARDENED_PGTABLES_KEY)
-    _install_allocator_hooks(k)
+        _install_allocator_hooks(k)
     k.printk(f"kpkeys_hardened_pgtables: enabled ({k.config.series})")
 
 
@@ -567,6 +560,18 @@ def _v5_base_force_pte_mapping(k: Kernel) -> bool:
     return k.config.rodata_full or k.config.debug_pagealloc
 
 
+def _v5_x86_force_pte_mapping(k: Kernel) -> bool:
+    """The model's x86 port of v5: a page-granular direct map, always [INF].
+
+    v5 protects each table in its ctor with ``set_memory_pkey``; on a direct
+    map with large pages that can need a split whose new table's ctor needs
+    another split (the recursion Kevin found, spec §4.12).  On arm64 v5 relied
+    on its base kernel mapping the linear map with PTEs (rodata=full); x86 has
+    no such rule, so the port imposes it as debug_pagealloc would.
+    """
+    return True
+
+
 def _v7_track_vmemmap_pgtables(k: Kernel) -> None:
     """v7: the vmemmap's boot page tables are memblock page tables tracked by the PPA.
 
@@ -600,8 +605,10 @@ def install_kpkeys_hardened_pgtables(k: Kernel) -> HardenedPgtables | None:
     The boot-point table is in the module docstring.
     """
     cfg = k.config
-    if cfg.series == "v5":
+    if cfg.series == "v5" and cfg.arch == "arm64":  # the v5 base kernel's arm64 rule
         k.force_pte_mapping_hooks.append(_v5_base_force_pte_mapping)
+    if cfg.series == "v5" and cfg.arch == "x86" and cfg.kpkeys_hardened_pgtables:
+        k.force_pte_mapping_hooks.append(_v5_x86_force_pte_mapping)
     if not cfg.kpkeys_hardened_pgtables:
         k.pgtables_guard = KPKEYS_GUARD_NOOP(_GUARD_NAME)
         return None

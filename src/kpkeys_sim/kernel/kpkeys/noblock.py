@@ -22,12 +22,12 @@ worried about (§4.11).
 
 from __future__ import annotations
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import page_address
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.core import KPKEYS_PKEY_DEFAULT, KPKEYS_PKEY_PGTABLES
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
-from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
+from kpkeys_sim.kernel.mm.addr import page_address
 from kpkeys_sim.kernel.mm.page_alloc import BuddyAllocator, __free_pages, alloc_pages
+from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 from kpkeys_sim.machine.events import declare_event
 
 __all__ = [

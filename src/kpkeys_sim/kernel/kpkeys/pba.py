@@ -67,7 +67,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import page_address
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.core import (
@@ -79,11 +78,7 @@ from kpkeys_sim.kernel.kpkeys.core import (
 )
 from kpkeys_sim.kernel.kpkeys.warn import VM_WARN_ON, WARN_ON
 from kpkeys_sim.kernel.mm import gfp as _gfp
-from kpkeys_sim.kernel.mm.linear_map import (
-    force_pte_mapping,
-    linear_map_split_count,
-    set_memory_pkey,
-)
+from kpkeys_sim.kernel.mm.addr import page_address
 from kpkeys_sim.kernel.mm.page import MemMap
 from kpkeys_sim.kernel.mm.page_alloc import (
     PAGE_ZERO,
@@ -95,6 +90,7 @@ from kpkeys_sim.kernel.mm.page_alloc import (
     alloc_pages,
     split_page,
 )
+from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 from kpkeys_sim.machine.events import declare_event
 
 __all__ = [
@@ -388,7 +384,9 @@ def _set_memory_pkey(k: Kernel, pfn: int, numpages: int, pkey: int) -> int:
     return set_memory_pkey(k, page_address(k, pfn), numpages, pkey)
 
 
-_linear_map_splits = linear_map_split_count
+def _linear_map_splits(k: Kernel) -> int:
+    """The arch's direct-map split counter (arm64 ``linear_map_split_count``)."""
+    return k.arch_mm.linear_map_split_count(k)
 
 
 def _current_context(k: Kernel) -> object:
@@ -400,12 +398,12 @@ def _current_context(k: Kernel) -> object:
 def arch_has_pte_only_direct_map(k: Kernel) -> bool:
     """``arch_has_pte_only_direct_map()``: the linear map can never contain blocks.
 
-    arm64: ``force_pte_mapping()`` [INF, spec §4.2 step 1].  Evaluated in
+    arm64: ``force_pte_mapping()`` [INF, spec §4.2 step 1], through ``k.arch_mm``.  Evaluated in
     ``mem_init``, so the BBML2 part reflects what is known then (the model has
     one ``bbml2_noabort`` for all CPUs; the 16/30 caveat of a secondary CPU
     without it is not modelled).
     """
-    return force_pte_mapping(k)
+    return k.arch_mm.force_pte_mapping(k)
 
 
 def pba_enabled(k: Kernel) -> bool:

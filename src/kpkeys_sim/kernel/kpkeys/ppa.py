@@ -45,12 +45,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import __va
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.core import KPKEYS_PKEY_PGTABLES
 from kpkeys_sim.kernel.kpkeys.pba import REFILL_ORDERS_BY_SHIFT
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON, warn
-from kpkeys_sim.kernel.mm.linear_map import set_memory_pkey
+from kpkeys_sim.kernel.mm.addr import __va
 from kpkeys_sim.kernel.mm.memblock import (
     INIT_MEMBLOCK_MEMORY_REGIONS,
     MEMBLOCK_ALLOC_NOLEAKTRACE,
@@ -58,6 +57,7 @@ from kpkeys_sim.kernel.mm.memblock import (
     memblock_free_late,
     memblock_phys_alloc_range,
 )
+from kpkeys_sim.kernel.mm.set_memory import set_memory_pkey
 
 __all__ = [
     "PHYSMEM_MAX_RANGES",

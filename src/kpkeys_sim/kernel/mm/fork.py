@@ -27,7 +27,6 @@ finish_lazy_tlb` does that switch explicitly).
 
 from __future__ import annotations
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import __pa
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.memory import anon_vma, file, get_file, user_mm_init
@@ -92,7 +91,7 @@ def mm_alloc(k: Kernel, name: str = "mm") -> mm_struct | None:
     if pgd is None:
         return None
     mm.pgd = pgd
-    mm.pgd_phys = __pa(k, pgd)
+    mm.pgd_phys = k.pgt.pa(pgd)
     return mm
 
 

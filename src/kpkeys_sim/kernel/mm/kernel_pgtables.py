@@ -86,6 +86,7 @@ from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_kernel_range
 __all__ = [
     "INIT_DIR_PAGES",
     "KernelImage",
+    "arm64_kimage",
     "early_fixmap_init",
     "early_map_kernel",
     "enable_mmu",
@@ -186,6 +187,13 @@ class KernelImage:
     def initdata_end(self) -> int:
         """``__initdata_end`` (= ``__init_end``)."""
         return self.init_end
+
+
+def arm64_kimage(k: Kernel) -> KernelImage:
+    """``k.kimage`` as the arm64 image layout (the arm64 mm code reads its arm64 symbols)."""
+    img = k.kimage
+    assert isinstance(img, KernelImage), "not an arm64 kernel image"
+    return img
 
 
 def kernel_image_segments(img: KernelImage) -> list[tuple[str, int, int, int, bool]]:
@@ -311,7 +319,7 @@ def early_fixmap_init(k: Kernel) -> None:
     shares a top-level entry with the image (16K), the image's table is reused.
     """
     g = k.pgt
-    img = k.kimage
+    img = arm64_kimage(k)
     addr = g.FIXADDR_START
     end = g.FIXADDR_TOP
     m = k.machine
@@ -370,7 +378,7 @@ def mark_linear_text_alias_ro(k: Kernel) -> None:
     only through its image mapping or the fixmap.
     """
     g = k.pgt
-    img = k.kimage
+    img = arm64_kimage(k)
     update_mapping_prot(
         k,
         g.pa_symbol(img._stext),
@@ -388,7 +396,7 @@ def mark_rodata_ro(k: Kernel) -> None:
     leaves it out).
     """
     g = k.pgt
-    img = k.kimage
+    img = arm64_kimage(k)
     k.rodata_is_rw = False
     update_mapping_prot(
         k,
@@ -401,7 +409,7 @@ def mark_rodata_ro(k: Kernel) -> None:
 
 def declare_kernel_vmas(k: Kernel) -> list[vm_struct]:
     """``declare_kernel_vmas()``: the image segments as ``vm_struct`` areas (``VM_MAP``)."""
-    img = k.kimage
+    img = arm64_kimage(k)
     g = k.pgt
     vmas = []
     segs = kernel_image_segments(img)
@@ -421,7 +429,7 @@ def free_initmem(k: Kernel) -> int:
     model's image at every page size.  Returns the pages freed.
     """
     g = k.pgt
-    img = k.kimage
+    img = arm64_kimage(k)
     zone = k.zone
     if zone is None:
         raise KernelBug("free_initmem() before mem_init()")

@@ -90,7 +90,6 @@ from kpkeys_sim.kernel.arch.arm64_pgtable import (
     PUD_TABLE_PXN,
     PUD_TABLE_UXN,
     PUD_TYPE_TABLE,
-    PgtableGeometry,
     mk_pmd_sect_prot,
     mk_pud_sect_prot,
     p4d_bad,
@@ -110,8 +109,20 @@ from kpkeys_sim.kernel.arch.arm64_pgtable import (
     pud_present,
     pud_sect,
 )
+from kpkeys_sim.kernel.arch.pgtable_api import ArchPgtable
 from kpkeys_sim.kernel.errors import EINVAL, ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
+from kpkeys_sim.kernel.mm.fixmap import (
+    pmd_clear_fixmap,
+    pmd_set_fixmap,
+    pmd_set_fixmap_offset,
+    pte_clear_fixmap,
+    pte_set_fixmap,
+    pte_set_fixmap_offset,
+    pud_clear_fixmap,
+    pud_set_fixmap,
+    pud_set_fixmap_offset,
+)
 from kpkeys_sim.kernel.mm.gfp import __GFP_PGTABLE_SPLIT, __GFP_ZERO, GFP_PGTABLE_KERNEL
 from kpkeys_sim.kernel.mm.memblock import (
     MEMBLOCK_ALLOC_NOLEAKTRACE,
@@ -135,20 +146,11 @@ from kpkeys_sim.kernel.mm.pgtable import (
     p4d_offset,
     pgd_offset_k,
     pgd_offset_pgd,
-    pmd_clear_fixmap,
     pmd_offset,
-    pmd_set_fixmap,
-    pmd_set_fixmap_offset,
-    pte_clear_fixmap,
     pte_offset_kernel,
-    pte_set_fixmap,
-    pte_set_fixmap_offset,
     ptep_get,
     ptep_get_array,
-    pud_clear_fixmap,
     pud_offset,
-    pud_set_fixmap,
-    pud_set_fixmap_offset,
     set_pmd_array,
     set_ptes_array,
     set_pud,
@@ -388,7 +390,7 @@ _NEW_TABLE: dict[
     int,
     tuple[
         Callable[[Kernel, int], int],
-        Callable[[PgtableGeometry, int], int],
+        Callable[[ArchPgtable, int], int],
         Callable[[Kernel, int, int, int], None],
         int,
         int,

@@ -51,35 +51,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import (
-    PMD_TYPE_MASK,
-    PMD_TYPE_TABLE,
-    PTE_ADDR_MASK,
-    PTE_AF,
-    PTE_DIRTY,
-    PTE_NG,
-    PTE_PRESENT_INVALID,
-    PTE_RDONLY,
-    PTE_SPECIAL,
-    PTE_VALID,
-    PTE_WRITE,
-    page_address,
-    pmd_leaf,
-    pte_mkdirty,
-    pte_mkspecial,
-    pte_mkwrite,
-    pte_mkyoung,
-    pte_present,
-    pte_special,
-    pte_write,
-    ptes_dirty_mask,
-    ptes_mkclean,
-    ptes_mkold,
-    ptes_write_mask,
-    ptes_wrprotect,
-)
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
+from kpkeys_sim.kernel.mm.addr import page_address
 from kpkeys_sim.kernel.mm.gfp import __GFP_COMP, __GFP_NOWARN, __GFP_ZERO, GFP_HIGHUSER_MOVABLE
 from kpkeys_sim.kernel.mm.lazy_mmu import lazy_mmu_mode_disable, lazy_mmu_mode_enable
 from kpkeys_sim.kernel.mm.mm_types import (
@@ -236,22 +210,7 @@ FOLIO_REMOVE_RMAP_PTES = declare_event(
 _HEAD = np.uint32(1 << PG_head)
 _TAIL = np.uint32(1 << PG_tail)
 _COMPOUND = np.uint32((1 << PG_head) | (1 << PG_tail))
-_SPECIAL = np.uint64(PTE_SPECIAL)
-_ADDR = np.uint64(PTE_ADDR_MASK)
 _ZERO64 = np.uint64(0)
-#: A present entry has PTE_VALID or (PROT_NONE) PTE_PRESENT_INVALID; the model has no swap.
-_PRESENT_BITS = np.uint64(PTE_VALID | PTE_PRESENT_INVALID)
-_WRITE = np.uint64(PTE_WRITE)
-#: The bits telling a normal present user page (valid, nG) from the rest.
-_LOW_BITS = np.uint64(PTE_VALID | PTE_PRESENT_INVALID | PTE_SPECIAL)
-_USER_PRESENT = np.uint64(PTE_VALID | PTE_NG)
-_NOT_WRITE = np.uint64(~PTE_WRITE & ((1 << 64) - 1))
-_RDONLY = np.uint64(PTE_RDONLY)
-_ONE = np.uint64(1)
-# PTE_RDONLY is bit 7 and PTE_DIRTY bit 55 (asserted below).
-_S7 = np.uint64(7)
-_S55 = np.uint64(55)
-assert (PTE_RDONLY, PTE_DIRTY) == (1 << 7, 1 << 55)
 
 
 class UserFault(Exception):
@@ -570,12 +529,10 @@ def _pmd_steps(k: Kernel, a: int, e: int, pmds: U64Array) -> Iterator[tuple[int,
 
 def _pte_table_ptr(k: Kernel, pmd: int, addr: int) -> int:
     """``pte_offset_map(pmd, addr)`` for a PMD entry value: a table, or a bug in this model."""
-    if pmd & PMD_TYPE_MASK != PMD_TYPE_TABLE:
-        raise KernelBug(f"user PMD entry {pmd:#x} at {addr:#x} is not a table (not modelled)")
     g = k.pgt
-    return (((pmd & PTE_ADDR_MASK) - g.PHYS_OFFSET) | g.PAGE_OFFSET) + 8 * (
-        (addr >> g.PAGE_SHIFT) & (g.PTRS_PER_PTE - 1)
-    )
+    if not g.pmd_table(pmd):
+        raise KernelBug(f"user PMD entry {pmd:#x} at {addr:#x} is not a table (not modelled)")
+    return g.va(g.pmd_page_paddr(pmd)) + 8 * g.pte_index(addr)
 
 
 # --- zap (unmap) ----------------------------------------------------------------------------------
@@ -623,31 +580,34 @@ class _PteBatch:
         frame with a ``struct page``: anything else is a corrupted page table,
         which Linux reports as "BUG: Bad page map" — a :class:`KernelBug` here.
         """
+        g = k.pgt
         st = user_mm_init(k)
         n = self.count
         vals = np.concatenate(self.vals, out=st.buffer(0, n))
-        low = np.bitwise_and(vals, _LOW_BITS, out=st.buffer(1, n))
         self.normal = None
-        if not bool(np.all(low == _USER_PRESENT)):
+        if not g.ptes_user_normal_all(vals, st.buffer(1, n)):
             # Slow path: entries other than present, non-special user pages.
-            if not bool(((low & _PRESENT_BITS) != _ZERO64).all()):
+            if not bool(g.ptes_present_mask(vals).all()):
                 raise KernelBug("BUG: Bad page map: non-present user PTE (swap is not modelled)")
-            normal = (low & _SPECIAL) == _ZERO64
+            normal = ~g.ptes_special_mask(vals)
             if not bool(normal.all()):
                 vals = vals[normal]
                 self.normal = normal
         memmap = _memmap(k)
-        # pte_pfn() into the second buffer (``vals`` stays valid for the caller).
-        raw = np.bitwise_and(vals, _ADDR, out=st.buffer(1, len(vals)))
-        np.right_shift(raw, np.uint64(k.pgt.PAGE_SHIFT), out=raw)
-        idx: I64Array = raw.view(np.int64)
+        idx: I64Array = g.ptes_pfn(vals).view(np.int64)
         idx -= memmap.base_pfn
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= memmap.nr_pages):
             raise KernelBug("BUG: Bad page map: user PTE maps a pfn without a struct page")
         return idx, vals
 
     def rmap_batches(
-        self, idx: I64Array, vals: U64Array, hidx: I64Array, compound: bool, ignore_dirty: bool
+        self,
+        k: Kernel,
+        idx: I64Array,
+        vals: U64Array,
+        hidx: I64Array,
+        compound: bool,
+        ignore_dirty: bool,
     ) -> int:
         """The number of per-folio batches (rmap operations) over the normal entries.
 
@@ -670,15 +630,20 @@ class _PteBatch:
         cont = adj[1:]
         cont &= hidx[1:] == hidx[:-1]
         cont &= idx[1:] == idx[:-1] + 1
-        ignored = np.uint64(PTE_AF | (PTE_DIRTY if ignore_dirty else 0) | PTE_ADDR_MASK)
-        norm = ptes_wrprotect(vals) & ~ignored
+        # __pte_batch_clear_ignored(): pte_wrprotect(pte_mkold()), pte_mkclean() for
+        # FPB_IGNORE_DIRTY; the output addresses were compared above.
+        g = k.pgt
+        norm = g.ptes_wrprotect(g.ptes_mkold(vals))
+        if ignore_dirty:
+            norm = g.ptes_mkclean(norm)
+        norm = g.ptes_pgprot(norm)
         cont &= norm[1:] == norm[:-1]
         return n - int(np.count_nonzero(cont))
 
 
 def _ptes_pfn(k: Kernel, vals: U64Array) -> I64Array:
     """``pte_pfn`` of each entry as int64 (an output address never reaches bit 63)."""
-    pfns: I64Array = ((vals & _ADDR) >> np.uint64(k.pgt.PAGE_SHIFT)).view(np.int64)
+    pfns: I64Array = k.pgt.ptes_pfn(vals).view(np.int64)
     return pfns
 
 
@@ -712,10 +677,10 @@ def _zap_finish(k: Kernel, tlb: mmu_gather, vma: vm_area_struct, batch: _PteBatc
             anon, filep, shmem = _rss_split_idx(k, hidx)
             _add_rss(vma.vm_mm, -anon, -filep, -shmem)
             if filep or shmem:
-                dirty = ptes_dirty_mask(vals)
+                dirty = k.pgt.ptes_dirty_mask(vals)
                 if bool(dirty.any()):
                     memmap.flags[hidx[dirty]] |= np.uint32(1 << PG_dirty)
-        nops = batch.rmap_batches(idx, vals, hidx, compound, True)
+        nops = batch.rmap_batches(k, idx, vals, hidx, compound, True)
         u, c = _fold_refs(hidx, compound)
         # The gather keeps the array: copy it out of the scratch buffer.
         tlb_remove_folio_refs(tlb, u.copy() if u.base is not None else u, c, index=True)
@@ -814,9 +779,9 @@ def _free_pte_tables(k: Kernel, tlb: mmu_gather, pudp: int, addr: int, end: int)
         set_pmd_array(k, pmdp + 8 * lo, np.zeros(hi - lo, dtype=np.uint64))
     for i in np.flatnonzero(nz).tolist():
         pmd = int(pmds[i])
-        if pmd_leaf(pmd):
+        if g.pmd_leaf(pmd):
             raise KernelBug("free_pte_range on a PMD block mapping")
-        pte_free_tlb(tlb, (pmd & PTE_ADDR_MASK) >> g.PAGE_SHIFT, first + (i << g.PMD_SHIFT))
+        pte_free_tlb(tlb, g.pmd_page_paddr(pmd) >> g.PAGE_SHIFT, first + (i << g.PMD_SHIFT))
         mm_dec_nr_ptes(k, tlb.mm)
 
 
@@ -892,7 +857,7 @@ def _free_pmd_range(
         return
     pud = pudp_get(k, pudp)
     pud_clear(k, pudp)
-    pmd_free_tlb(tlb, (pud & PTE_ADDR_MASK) >> g.PAGE_SHIFT, start)
+    pmd_free_tlb(tlb, g.pud_page_paddr(pud) >> g.PAGE_SHIFT, start)
     mm_dec_nr_pmds(k, tlb.mm)
 
 
@@ -917,7 +882,7 @@ def _free_pud_range(
         return
     p4d = p4dp_get(k, p4dp)
     p4d_clear(k, p4dp)
-    pud_free_tlb(tlb, (p4d & PTE_ADDR_MASK) >> g.PAGE_SHIFT, start)
+    pud_free_tlb(tlb, g.p4d_page_paddr(p4d) >> g.PAGE_SHIFT, start)
     mm_dec_nr_puds(k, tlb.mm)
 
 
@@ -994,9 +959,10 @@ def _folio_add_new_anon_rmap(k: Kernel, head: int, nr: int) -> None:
 
 def _mk_anon_pte(k: Kernel, vma: vm_area_struct, pfn: int) -> int:
     """``mk_pte`` + ``pte_sw_mkyoung`` + (VM_WRITE) ``pte_mkwrite(pte_mkdirty())``."""
-    entry = pte_mkyoung(k.pgt.pfn_pte(pfn, vma.vm_page_prot))
+    g = k.pgt
+    entry = g.pte_mkyoung(g.pfn_pte(pfn, vma.vm_page_prot))
     if vma.vm_flags & VM_WRITE:
-        entry = pte_mkwrite(pte_mkdirty(entry))
+        entry = g.pte_mkwrite(g.pte_mkdirty(entry))
     return entry
 
 
@@ -1018,7 +984,7 @@ def do_anonymous_page(k: Kernel, vma: vm_area_struct, addr: int, pmdp: int, flag
         if pte:
             return 0
         st = user_mm_init(k)
-        entry = pte_mkspecial(g.pfn_pte(st.zero_pfn, vma.vm_page_prot))
+        entry = g.pte_mkspecial(g.pfn_pte(st.zero_pfn, vma.vm_page_prot))
         set_pte_at(k, mm, addr, ptep, entry)
         return 0
     order = _anon_folio_order(k, vma, pmdp, addr)
@@ -1093,9 +1059,9 @@ def do_fault(k: Kernel, vma: vm_area_struct, addr: int, pmdp: int, flags: int) -
         _add_rss(mm, 0, 0, 1)
     else:
         _add_rss(mm, 0, 1, 0)
-    entry = pte_mkyoung(g.pfn_pte(cache, vma.vm_page_prot))
+    entry = g.pte_mkyoung(g.pfn_pte(cache, vma.vm_page_prot))
     if write:
-        entry = pte_mkwrite(pte_mkdirty(entry))
+        entry = g.pte_mkwrite(g.pte_mkdirty(entry))
         memmap.flags[i] |= np.uint32(1 << PG_dirty)
     set_pte_at(k, mm, addr, ptep, entry)
     return 0
@@ -1103,7 +1069,8 @@ def do_fault(k: Kernel, vma: vm_area_struct, addr: int, pmdp: int, flags: int) -
 
 def _wp_page_reuse(k: Kernel, vma: vm_area_struct, addr: int, ptep: int, orig: int) -> int:
     """``wp_page_reuse()``: make the entry young, dirty and writable in place (flush the RO one)."""
-    entry = pte_mkwrite(pte_mkdirty(pte_mkyoung(orig)))
+    g = k.pgt
+    entry = g.pte_mkwrite(g.pte_mkdirty(g.pte_mkyoung(orig)))
     ptep_set_access_flags(k, ptep, entry, True, vma, addr)
     return 0
 
@@ -1144,7 +1111,7 @@ def wp_page_copy(k: Kernel, vma: vm_area_struct, addr: int, ptep: int, orig: int
     """
     g = k.pgt
     mm = vma.vm_mm
-    special = pte_special(orig)
+    special = g.pte_special(orig)
     new = _new_anon_folio(k, 0)
     if new is None:
         return VM_FAULT_OOM
@@ -1184,7 +1151,7 @@ def do_wp_page(k: Kernel, vma: vm_area_struct, addr: int, ptep: int, orig: int) 
         pfn = k.pgt.pte_pfn(orig)
         memmap.flags[pfn - memmap.base_pfn] |= np.uint32(1 << PG_dirty)
         return _wp_page_reuse(k, vma, addr, ptep, orig)
-    if not pte_special(orig):
+    if not k.pgt.pte_special(orig):
         pfn = k.pgt.pte_pfn(orig)
         if _is_anon(k, pfn) and _wp_can_reuse_anon_folio(k, pfn, ptep):
             return _wp_page_reuse(k, vma, addr, ptep, orig)
@@ -1214,15 +1181,16 @@ def handle_mm_fault(k: Kernel, vma: vm_area_struct, address: int, flags: int) ->
             return do_anonymous_page(k, vma, address, pmdp, flags)
         return do_fault(k, vma, address, pmdp, flags)
     ptep, pte = got
-    if not pte_present(pte):
+    g = k.pgt
+    if not g.pte_present(pte):
         raise KernelBug(f"non-present PTE {pte:#x} at {address:#x}: swap is not modelled")
     entry = pte
     write = bool(flags & FAULT_FLAG_WRITE)
     if write:
-        if not pte_write(entry):
+        if not g.pte_write(entry):
             return do_wp_page(k, vma, address, ptep, pte)
-        entry = pte_mkdirty(entry)
-    entry = pte_mkyoung(entry)
+        entry = g.pte_mkdirty(entry)
+    entry = g.pte_mkyoung(entry)
     ptep_set_access_flags(k, ptep, entry, write, vma if write else None, address)
     return 0
 
@@ -1347,7 +1315,7 @@ def populate_vma_range(k: Kernel, vma: vm_area_struct, start: int, end: int) -> 
     if vma.vm_file is not None or not write:
         for a in range(start, end, g.PAGE_SIZE):
             pte = _lookup_pte(k, vma.vm_mm, a)
-            if pte and (not write or pte_write(pte)):
+            if pte and (not write or g.pte_write(pte)):
                 continue
             if handle_mm_fault(k, vma, a, flags) & VM_FAULT_ERROR:
                 return -ENOMEM
@@ -1378,7 +1346,7 @@ def _populate_pte_table(k: Kernel, vma: vm_area_struct, pmdp: int, addr: int, en
     need = old == _ZERO64
     nr = int(np.count_nonzero(need))
     # Entries already present but read-only (zero page, COW): a write fault each.
-    for i in np.flatnonzero(~need & ~ptes_write_mask(old)).tolist():
+    for i in np.flatnonzero(~need & ~g.ptes_write_mask(old)).tolist():
         if handle_mm_fault(k, vma, addr + (i << g.PAGE_SHIFT), FAULT_FLAG_WRITE) & VM_FAULT_ERROR:
             return -ENOMEM
     if not nr:
@@ -1459,7 +1427,7 @@ def wrprotect_ptes(k: Kernel, ptep: int, ptes: U64Array) -> None:
     helpers of ``kernel/mm/pgtable`` do.
     """
     if len(ptes):
-        _store_wrprotected(k, ptep, ptes_wrprotect(ptes))
+        _store_wrprotected(k, ptep, k.pgt.ptes_wrprotect(ptes))
 
 
 def _copy_finish(k: Kernel, dst_vma: vm_area_struct, batch: _PteBatch) -> None:
@@ -1473,7 +1441,8 @@ def _copy_finish(k: Kernel, dst_vma: vm_area_struct, batch: _PteBatch) -> None:
         st.add_at(memmap.mapcount, idx, 1)
         hidx, compound = _folio_head_idx(k, idx)
         shared = bool(dst_vma.vm_flags & VM_SHARED)
-        k.machine.emit(FOLIO_DUP_RMAP_PTES, batch.rmap_batches(idx, vals, hidx, compound, shared))
+        nops = batch.rmap_batches(k, idx, vals, hidx, compound, shared)
+        k.machine.emit(FOLIO_DUP_RMAP_PTES, nops)
         if dst_vma.vm_file is None:
             _add_rss(dst_vma.vm_mm, len(hidx), 0, 0)
         else:
@@ -1517,7 +1486,7 @@ def _copy_ptes(
         pmd_populate(k, dst_mm, dst_pmdp, new)
         dst_table = g.va(new << g.PAGE_SHIFT)
     else:
-        dst_table = g.va(dst_pmd & PTE_ADDR_MASK)
+        dst_table = g.va(g.pmd_page_paddr(dst_pmd))
     dst_ptep = dst_table + 8 * g.pte_index(addr)
     all_nz = copied == n
     nz = None if all_nz else src != _ZERO64
@@ -1526,21 +1495,19 @@ def _copy_ptes(
     lazy_mmu_mode_enable(k)
     try:
         if is_cow_mapping(src_vma.vm_flags):
-            nw = int(np.count_nonzero(vals & _WRITE))
+            wmask = g.ptes_write_mask(vals)
+            nw = int(np.count_nonzero(wmask))
             if nw == n:
-                # ptes_wrprotect() of entries that are all writable: hardware-dirty
-                # is then "PTE_RDONLY clear", so PTE_DIRTY = ~PTE_RDONLY moved up.
-                vals = ((vals | (((~vals >> _S7) & _ONE) << _S55)) & _NOT_WRITE) | _RDONLY
+                vals = g.ptes_wrprotect(vals)
                 _store_wrprotected(k, src_ptep, vals)
             elif nw:
-                wmask = ptes_write_mask(vals)
                 for lo, hi in _runs(wmask):
                     wrprotect_ptes(k, src_ptep + 8 * lo, vals[lo:hi])
-                vals = np.where(wmask, ptes_wrprotect(vals), vals)
+                vals = np.where(wmask, g.ptes_wrprotect(vals), vals)
         if src_vma.vm_flags & VM_SHARED:
-            clean = ptes_mkclean(vals)
+            clean = g.ptes_mkclean(vals)
             vals = clean if nz is None else np.where(nz, clean, _ZERO64)
-        vals = ptes_mkold(vals)
+        vals = g.ptes_mkold(vals)
         # set_ptes() of user entries: __set_pte_complete emits no barrier for them.
         if nz is None:
             __set_ptes_nosync_array(k, dst_ptep, vals)

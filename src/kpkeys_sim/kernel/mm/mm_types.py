@@ -66,6 +66,7 @@ __all__ = [
     "VM_PKEY_BIT0",
     "VM_PKEY_BIT1",
     "VM_PKEY_BIT2",
+    "VM_PKEY_BIT3",
     "VM_PKEY_MASK",
     "VM_PKEY_SHIFT",
     "VM_READ",
@@ -119,6 +120,9 @@ VM_PKEY_BIT0 = VM_HIGH_ARCH_0
 VM_PKEY_BIT1 = VM_HIGH_ARCH_1
 VM_PKEY_BIT2 = VM_HIGH_ARCH_2
 VM_PKEY_MASK = VM_PKEY_BIT0 | VM_PKEY_BIT1 | VM_PKEY_BIT2
+#: x86 (CONFIG_ARCH_PKEY_BITS = 4): the fourth key bit, VM_HIGH_ARCH_3.  arm64 has 3 key
+#: bits (its VM_PKEY_BIT3 is 0 in Linux), so VM_PKEY_MASK above stays the arm64 mask.
+VM_PKEY_BIT3 = 1 << 35
 
 # --- vm_struct::flags (include/linux/vmalloc.h) -----------------------------------------------
 VM_IOREMAP = 0x00000001

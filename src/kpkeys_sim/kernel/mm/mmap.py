@@ -22,7 +22,6 @@ Simplifications (``docs/model-assumptions.md``):
 
 from __future__ import annotations
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import vm_get_page_prot
 from kpkeys_sim.kernel.errors import EINVAL, ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.memory import (
@@ -203,7 +202,7 @@ def mmap_region(
     elif f is not None:
         get_file(f)
     vma = vm_area_struct(
-        mm, addr, end, vm_flags, vm_get_page_prot(k, vm_flags), vm_file=f, vm_pgoff=pgoff
+        mm, addr, end, vm_flags, k.pgt.vm_get_page_prot(k, vm_flags), vm_file=f, vm_pgoff=pgoff
     )
     if insert_vm_struct(mm, vma):
         if f is not None:

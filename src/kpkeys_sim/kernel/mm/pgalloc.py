@@ -39,13 +39,6 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import (
-    p4d_none,
-    p4d_present,
-    pmd_none,
-    pud_none,
-    pud_present,
-)
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.gfp import (
@@ -442,7 +435,7 @@ def mm_dec_nr_puds(k: Kernel, mm: mm_struct) -> None:
 def pmd_install(k: Kernel, mm: mm_struct, pmdp: int, pte_pfn: int) -> bool:
     """``pmd_install(mm, pmd, &pte)``: populate ``*pmdp`` if still none; True if installed."""
     with _page_table_lock(mm):
-        if pmd_none(k.machine.load_u64(k.cpu, pmdp)):
+        if k.pgt.pmd_none(k.machine.load_u64(k.cpu, pmdp)):
             mm_inc_nr_ptes(k, mm)
             pmd_populate(k, mm, pmdp, pte_pfn)
             return True
@@ -465,7 +458,7 @@ def __pte_alloc_kernel(k: Kernel, pmdp: int) -> int:
     if new is None:
         return -ENOMEM
     with _page_table_lock(k.init_mm):
-        installed = pmd_none(k.machine.load_u64(k.cpu, pmdp))
+        installed = k.pgt.pmd_none(k.machine.load_u64(k.cpu, pmdp))
         if installed:
             pmd_populate_kernel(k, pmdp, new)
     if not installed:
@@ -479,7 +472,7 @@ def __pmd_alloc(k: Kernel, mm: mm_struct, pudp: int, addr: int) -> int:
     if new is None:
         return -ENOMEM
     with _page_table_lock(mm):
-        installed = not pud_present(k.machine.load_u64(k.cpu, pudp))
+        installed = not k.pgt.pud_present(k.machine.load_u64(k.cpu, pudp))
         if installed:
             mm_inc_nr_pmds(k, mm)
             pud_populate(k, mm, pudp, new)
@@ -494,7 +487,7 @@ def __pud_alloc(k: Kernel, mm: mm_struct, p4dp: int, addr: int) -> int:
     if new is None:
         return -ENOMEM
     with _page_table_lock(mm):
-        installed = not p4d_present(k.machine.load_u64(k.cpu, p4dp))
+        installed = not k.pgt.p4d_present(k.machine.load_u64(k.cpu, p4dp))
         if installed:
             mm_inc_nr_puds(k, mm)
             p4d_populate(k, mm, p4dp, new)
@@ -517,21 +510,21 @@ def pud_alloc(k: Kernel, mm: mm_struct, p4dp: int, addr: int) -> int | None:
     """``pud_alloc(mm, p4d, addr)``: allocate a pud table if ``*p4d`` is none; the pud pointer."""
     if k.pgt.mm_pud_folded:
         return pud_offset(k, p4dp, addr)
-    if p4d_none(k.machine.load_u64(k.cpu, p4dp)) and __pud_alloc(k, mm, p4dp, addr):
+    if k.pgt.p4d_none(k.machine.load_u64(k.cpu, p4dp)) and __pud_alloc(k, mm, p4dp, addr):
         return None
     return pud_offset(k, p4dp, addr)
 
 
 def pmd_alloc(k: Kernel, mm: mm_struct, pudp: int, addr: int) -> int | None:
     """``pmd_alloc(mm, pud, addr)``: allocate a pmd table if ``*pud`` is none; the pmd pointer."""
-    if pud_none(k.machine.load_u64(k.cpu, pudp)) and __pmd_alloc(k, mm, pudp, addr):
+    if k.pgt.pud_none(k.machine.load_u64(k.cpu, pudp)) and __pmd_alloc(k, mm, pudp, addr):
         return None
     return pmd_offset(k, pudp, addr)
 
 
 def pte_alloc(k: Kernel, mm: mm_struct, pmdp: int) -> int:
     """``pte_alloc(mm, pmd)``: 0 if ``*pmd`` is (now) populated, else ``-ENOMEM``."""
-    if pmd_none(k.machine.load_u64(k.cpu, pmdp)):
+    if k.pgt.pmd_none(k.machine.load_u64(k.cpu, pmdp)):
         return __pte_alloc(k, mm, pmdp)
     return 0
 
@@ -545,6 +538,6 @@ def pte_alloc_map(k: Kernel, mm: mm_struct, pmdp: int, addr: int) -> int | None:
 
 def pte_alloc_kernel(k: Kernel, pmdp: int, addr: int) -> int | None:
     """``pte_alloc_kernel(pmd, address)``: the kernel PTE pointer, or None."""
-    if pmd_none(k.machine.load_u64(k.cpu, pmdp)) and __pte_alloc_kernel(k, pmdp):
+    if k.pgt.pmd_none(k.machine.load_u64(k.cpu, pmdp)) and __pte_alloc_kernel(k, pmdp):
         return None
     return pte_offset_kernel(k, pmdp, addr)

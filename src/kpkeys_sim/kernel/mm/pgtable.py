@@ -1,5 +1,9 @@
 """Page-table write, read and walk helpers (arm64 ``asm/pgtable.h``, ``asm/pgalloc.h``).
 
+Arch-neutral: the descriptor format, geometry and layout come from ``k.pgt``
+(:class:`~kpkeys_sim.kernel.arch.pgtable_api.ArchPgtable`), ``set_swapper_pgd``
+from ``k.arch_mm``; the arm64 fixmap slots live in :mod:`kpkeys_sim.kernel.mm.fixmap`.
+
 Every store to a page-table page goes through one of the writers below, and
 every writer stores with :meth:`Machine.store_pt_entries` on ``k.cpu`` through
 the pointer it is given — the kernel VA of the entry, i.e. the page's
@@ -31,7 +35,8 @@ is one checked load and one checked store (a read-modify-write faults as a
 write, which is what a failing ``cmpxchg``/``xchg`` on a read-only page
 reports).
 
-Barriers (v6.16 "arm64/mm: Batch barriers when updating kernel mappings").
+Barriers (v6.16 "arm64/mm: Batch barriers when updating kernel mappings"; only
+when ``k.pgt.ARCH_HAS_PTE_BARRIERS``: arm64 yes, x86 no).
 ``__set_pte`` of a valid kernel entry, ``set_pmd``/``set_pud`` of a valid
 entry and ``set_p4d`` call :func:`queue_pte_barriers`: DSB+ISB now, or — when
 lazy MMU mode is active (``k.lazy_mmu_active(k)``, installed by
@@ -57,7 +62,7 @@ through the read and walk helpers below — ``ptep_get`` and its
 ``pXdp_get`` aliases, ``ptep_get_array`` (a bulk load of consecutive
 entries), the parent-entry loads of ``pud_offset``/``pmd_offset``/
 ``pte_offset_kernel``/``pte_offset_map`` and of the ``*_set_fixmap_offset``
-helpers, and ``ptep_set_access_flags`` when it returns without writing —
+helpers (``kernel/mm/fixmap``), and ``ptep_set_access_flags`` when it returns without writing —
 emit ``pt_read`` with the number of entries read (one emission per read
 operation).  The load inside an update (the xchg/cmpxchg loops, the
 access-flag update that writes) is part of that entry's write and emits
@@ -71,48 +76,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import (
-    FIX_PGD,
-    FIX_PMD,
-    FIX_PTE,
-    FIX_PUD,
-    FIXMAP_PAGE_CLEAR,
-    FIXMAP_PAGE_NORMAL,
-    P4D_TABLE_AF,
-    P4D_TABLE_PXN,
-    P4D_TABLE_UXN,
-    P4D_TYPE_TABLE,
-    PMD_TABLE_AF,
-    PMD_TABLE_PXN,
-    PMD_TABLE_UXN,
-    PMD_TYPE_TABLE,
-    PTE_ADDR_MASK,
-    PTE_AF,
-    PTE_DIRTY,
-    PTE_RDONLY,
-    PTE_USER,
-    PTE_UXN,
-    PTE_VALID,
-    PTE_WRITE,
-    PUD_TABLE_AF,
-    PUD_TABLE_PXN,
-    PUD_TABLE_UXN,
-    PUD_TYPE_TABLE,
-    pmd_bad,
-    pmd_leaf,
-    pmd_none,
-    pmd_present,
-    pmd_valid,
-    pte_mkold,
-    pte_valid_not_user,
-    pte_wrprotect,
-    pte_young,
-    ptes_wrprotect,
-    pud_valid,
-)
 from kpkeys_sim.kernel.errors import KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
-from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_kernel_range, flush_tlb_page
+from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_page
 from kpkeys_sim.kernel.sched import TIF_LAZY_MMU_PENDING, current, set_thread_flag
 from kpkeys_sim.machine.events import DSB, ISB, declare_event
 
@@ -127,47 +93,33 @@ __all__ = [
     "__pte_clear",
     "__ptep_get",
     "__pud_populate",
-    "__set_fixmap",
     "__set_pte",
     "__set_pte_complete",
     "__set_pte_nosync",
     "__set_ptes_nosync_array",
-    "clear_fixmap",
     "emit_pte_barriers",
-    "fixmap_pte",
-    "in_swapper_pgdir",
     "lazy_mmu_active",
     "p4d_clear",
-    "p4d_clear_fixmap",
     "p4d_offset",
     "p4d_populate",
-    "p4d_set_fixmap_offset",
     "p4dp_get",
     "pgd_clear",
-    "pgd_clear_fixmap",
     "pgd_offset",
     "pgd_offset_k",
     "pgd_offset_pgd",
     "pgd_populate",
-    "pgd_set_fixmap",
     "pgdp_get",
     "pmd_clear",
-    "pmd_clear_fixmap",
     "pmd_off_k",
     "pmd_offset",
     "pmd_populate",
     "pmd_populate_kernel",
-    "pmd_set_fixmap",
-    "pmd_set_fixmap_offset",
     "pmdp_establish",
     "pmdp_get",
     "pte_clear",
     "pte_clear_array",
-    "pte_clear_fixmap",
     "pte_offset_kernel",
     "pte_offset_map",
-    "pte_set_fixmap",
-    "pte_set_fixmap_offset",
     "ptep_get",
     "ptep_get_and_clear",
     "ptep_get_and_clear_array",
@@ -177,14 +129,10 @@ __all__ = [
     "ptep_set_wrprotect_array",
     "ptep_test_and_clear_young",
     "pud_clear",
-    "pud_clear_fixmap",
     "pud_offset",
     "pud_populate",
-    "pud_set_fixmap",
-    "pud_set_fixmap_offset",
     "pudp_get",
     "queue_pte_barriers",
-    "set_fixmap_offset",
     "set_p4d",
     "set_pgd",
     "set_pmd",
@@ -194,12 +142,9 @@ __all__ = [
     "set_ptes",
     "set_ptes_array",
     "set_pud",
-    "set_swapper_pgd",
 ]
 
 U64Array = npt.NDArray[np.uint64]
-
-_ACCESS_KEEP = PTE_RDONLY | PTE_AF | PTE_WRITE | PTE_DIRTY
 
 PT_READ = declare_event(
     "pt_read",
@@ -276,11 +221,7 @@ pgdp_get = ptep_get
 
 def _load_entries(k: Kernel, ptep: int, n: int) -> U64Array:
     """A copy of ``n`` consecutive entries from ``ptep`` (one checked read; no event)."""
-    table = k.machine.load_table(k.cpu, ptep)
-    i = (ptep & (k.pgt.PAGE_SIZE - 1)) >> 3
-    if i + n > len(table):
-        raise ValueError(f"{n} entries at {ptep:#x} cross a page boundary")
-    return table[i : i + n].copy()
+    return k.machine.load_entries(k.cpu, ptep, n)
 
 
 def ptep_get_array(k: Kernel, ptep: int, n: int) -> U64Array:
@@ -305,8 +246,9 @@ def __set_pte_nosync(k: Kernel, ptep: int, pte: int) -> None:
 
 
 def __set_pte_complete(k: Kernel, pte: int) -> None:
-    """``__set_pte_complete``: barriers only for a valid kernel entry."""
-    if pte_valid_not_user(pte):
+    """``__set_pte_complete``: barriers only for a valid kernel entry (arm64; x86: none)."""
+    g = k.pgt
+    if g.ARCH_HAS_PTE_BARRIERS and g.pte_valid_not_user(pte):
         queue_pte_barriers(k)
 
 
@@ -340,9 +282,9 @@ def set_ptes_array(k: Kernel, ptep: int, values: U64Array) -> None:
     kernel entry (queued in lazy MMU mode).
     """
     __set_ptes_nosync_array(k, ptep, values)
-    if len(values):
-        sel = values & np.uint64(PTE_VALID | PTE_USER | PTE_UXN)
-        _queue_pte_barriers_n(k, int(np.count_nonzero(sel == np.uint64(PTE_VALID | PTE_UXN))))
+    g = k.pgt
+    if len(values) and g.ARCH_HAS_PTE_BARRIERS:
+        _queue_pte_barriers_n(k, int(np.count_nonzero(g.ptes_valid_not_user_mask(values))))
 
 
 def set_ptes(k: Kernel, ptep: int, pte: int, nr: int) -> None:
@@ -413,7 +355,7 @@ def ptep_set_wrprotect(k: Kernel, ptep: int) -> None:
     m = k.machine
     with k.pgtables_guard(k):
         old = m.load_u64(k.cpu, ptep)
-        m.store_pt_entries(k.cpu, ptep, pte_wrprotect(old))
+        m.store_pt_entries(k.cpu, ptep, k.pgt.pte_wrprotect(old))
 
 
 def ptep_set_wrprotect_array(k: Kernel, ptep: int, mask: npt.NDArray[np.bool_]) -> None:
@@ -428,7 +370,7 @@ def ptep_set_wrprotect_array(k: Kernel, ptep: int, mask: npt.NDArray[np.bool_]) 
     if n == 0:
         return
     old = _load_entries(k, ptep, int(idx[-1]) + 1)
-    new = ptes_wrprotect(old)
+    new = k.pgt.ptes_wrprotect(old)
     breaks = np.flatnonzero(np.diff(idx) != 1)
     starts = np.concatenate(([0], breaks + 1))
     ends = np.concatenate((breaks + 1, [n]))
@@ -444,10 +386,11 @@ def ptep_set_wrprotect_array(k: Kernel, ptep: int, mask: npt.NDArray[np.bool_]) 
 def ptep_test_and_clear_young(k: Kernel, ptep: int) -> bool:
     """``ptep_test_and_clear_young`` (``__ptep_test_and_clear_young``): guarded loop; was young?"""
     m = k.machine
+    g = k.pgt
     with k.pgtables_guard(k):
         old = m.load_u64(k.cpu, ptep)
-        m.store_pt_entries(k.cpu, ptep, pte_mkold(old))
-    return pte_young(old)
+        m.store_pt_entries(k.cpu, ptep, g.pte_mkold(old))
+    return g.pte_young(old)
 
 
 def ptep_set_access_flags(
@@ -463,7 +406,8 @@ def ptep_set_access_flags(
     Returns False without writing (and without the guard) when the entry is
     already ``entry``.  Otherwise it ORs in the access flag, write and dirty
     bits of ``entry`` keeping PTE_RDONLY the most permissive of the two, under
-    the guard (v5 15/18), and returns True.  With ``dirty`` the stale
+    the guard (v5 15/18), and returns True (the stored value is the arch's
+    ``ptep_access_flags_merge``).  With ``dirty`` the stale
     read-only TLB entry is invalidated with ``flush_tlb_page(vma, address)``;
     ``vma`` is then required.
     """
@@ -475,9 +419,8 @@ def ptep_set_access_flags(
         return False
     if dirty and vma is None:
         raise ValueError("ptep_set_access_flags(dirty=True) needs the vma and address to flush")
-    ent = (entry & _ACCESS_KEEP) ^ PTE_RDONLY
     with k.pgtables_guard(k):
-        val = ((pte ^ PTE_RDONLY) | ent) ^ PTE_RDONLY
+        val = k.pgt.ptep_access_flags_merge(pte, entry)
         m.store_pt_entries(k.cpu, ptep, val)
     if dirty and vma is not None:
         flush_tlb_page(k, vma, address)
@@ -496,35 +439,12 @@ def pmdp_establish(k: Kernel, vma: vm_area_struct | None, address: int, pmdp: in
 # --- upper-level writers -------------------------------------------------------------------------
 
 
-def in_swapper_pgdir(k: Kernel, addr: int) -> bool:
-    """``in_swapper_pgdir(addr)``: ``addr`` is in swapper_pg_dir's page (kernel-image alias)."""
-    sw = k.swapper_pg_dir
-    return sw != 0 and (addr & k.pgt.PAGE_MASK) == (sw & k.pgt.PAGE_MASK)
-
-
-def set_swapper_pgd(k: Kernel, pgdp: int, pgd: int) -> None:
-    """``set_swapper_pgd(pgdp, pgd)`` (arch/arm64/mm/mmu.c); not guarded.
-
-    While ``rodata_is_rw`` the entry is written through ``swapper_pg_dir``'s
-    kernel-image mapping, then ``dsb(ishst); isb()``.  After
-    ``mark_rodata_ro()`` it goes through the ``FIX_PGD`` fixmap slot
-    (``pgd_set_fixmap``/``pgd_clear_fixmap``, whose TLB flush orders it).
-    """
-    m = k.machine
-    if k.rodata_is_rw:
-        m.store_pt_entries(k.cpu, pgdp, pgd)
-        emit_pte_barriers(k)
-        return
-    fixmap_pgdp = pgd_set_fixmap(k, k.pgt.pa_symbol(pgdp))
-    m.store_pt_entries(k.cpu, fixmap_pgdp, pgd)
-    pgd_clear_fixmap(k)
-
-
 def set_pmd(k: Kernel, pmdp: int, pmd: int) -> None:
     """``set_pmd(pmdp, pmd)``: guarded store, then (valid entry) ``queue_pte_barriers``."""
+    g = k.pgt
     with k.pgtables_guard(k):
         k.machine.store_pt_entries(k.cpu, pmdp, pmd)
-        if pmd_valid(pmd):
+        if g.ARCH_HAS_PTE_BARRIERS and g.pmd_valid(pmd):
             queue_pte_barriers(k)
 
 
@@ -533,9 +453,11 @@ def set_pmd_array(k: Kernel, pmdp: int, values: U64Array) -> None:
     n = len(values)
     if n == 0:
         return
+    g = k.pgt
     with k.pgtables_guard(k):
         k.machine.store_pt_entries(k.cpu, pmdp, values)
-        _queue_pte_barriers_n(k, int(np.count_nonzero(values & np.uint64(PTE_VALID))))
+        if g.ARCH_HAS_PTE_BARRIERS:
+            _queue_pte_barriers_n(k, int(np.count_nonzero(g.ptes_valid_mask(values))))
     if n > 1:
         k.pgtables_guard_repeat(k, n - 1)
 
@@ -549,15 +471,17 @@ def set_pud(k: Kernel, pudp: int, pud: int) -> None:
     """``set_pud(pudp, pud)``.
 
     With the pud folded (64K, 3 levels) a pud entry lives in the pgd, so a
-    store into ``swapper_pg_dir`` goes through :func:`set_swapper_pgd`.
-    Otherwise: guarded store, then (valid entry) ``queue_pte_barriers``.
+    store into ``swapper_pg_dir`` goes through the arch's ``set_swapper_pgd``
+    (``k.arch_mm``).  Otherwise: guarded store, then (valid entry)
+    ``queue_pte_barriers``.
     """
-    if k.pgt.mm_pud_folded and in_swapper_pgdir(k, pudp):
-        set_swapper_pgd(k, pudp, pud)
+    g = k.pgt
+    if g.mm_pud_folded and k.arch_mm.in_swapper_pgdir(k, pudp):
+        k.arch_mm.set_swapper_pgd(k, pudp, pud)
         return
     with k.pgtables_guard(k):
         k.machine.store_pt_entries(k.cpu, pudp, pud)
-        if pud_valid(pud):
+        if g.ARCH_HAS_PTE_BARRIERS and g.pud_valid(pud):
             queue_pte_barriers(k)
 
 
@@ -570,18 +494,20 @@ def set_p4d(k: Kernel, p4dp: int, p4d: int) -> None:
     """``set_p4d(p4dp, p4d)``.
 
     3 levels: ``set_pud`` (pgtable-nopud.h).  4 levels: a ``swapper_pg_dir``
-    entry goes through :func:`set_swapper_pgd`; otherwise guarded store, then
-    ``queue_pte_barriers`` (inside the guard scope).
+    entry goes through the arch's ``set_swapper_pgd``; otherwise guarded
+    store, then ``queue_pte_barriers`` (inside the guard scope).
     """
-    if k.pgt.mm_pud_folded:
+    g = k.pgt
+    if g.mm_pud_folded:
         set_pud(k, p4dp, p4d)
         return
-    if in_swapper_pgdir(k, p4dp):
-        set_swapper_pgd(k, p4dp, p4d)
+    if k.arch_mm.in_swapper_pgdir(k, p4dp):
+        k.arch_mm.set_swapper_pgd(k, p4dp, p4d)
         return
     with k.pgtables_guard(k):
         k.machine.store_pt_entries(k.cpu, p4dp, p4d)
-        queue_pte_barriers(k)
+        if g.ARCH_HAS_PTE_BARRIERS:
+            queue_pte_barriers(k)
 
 
 def p4d_clear(k: Kernel, p4dp: int) -> None:
@@ -606,49 +532,47 @@ def pgd_clear(k: Kernel, pgdp: int) -> None:
 
 def __pmd_populate(k: Kernel, pmdp: int, pte_phys: int, prot: int) -> None:
     """``__pmd_populate(pmdp, ptep_phys, prot)``: ``set_pmd`` of a table descriptor."""
-    set_pmd(k, pmdp, (pte_phys & PTE_ADDR_MASK) | prot)
+    set_pmd(k, pmdp, (pte_phys & k.pgt.PTE_ADDR_MASK) | prot)
 
 
 def pmd_populate_kernel(k: Kernel, pmdp: int, pte_pfn: int) -> None:
-    """``pmd_populate_kernel(&init_mm, pmdp, pte)``: table | AF | UXNTable."""
-    __pmd_populate(
-        k, pmdp, pte_pfn << k.pgt.PAGE_SHIFT, PMD_TYPE_TABLE | PMD_TABLE_AF | PMD_TABLE_UXN
-    )
+    """``pmd_populate_kernel(&init_mm, pmdp, pte)``: a kernel table entry (arm64 UXNTable)."""
+    g = k.pgt
+    set_pmd(k, pmdp, g.mk_pmd_table(pte_pfn << g.PAGE_SHIFT, False))
 
 
 def pmd_populate(k: Kernel, mm: mm_struct, pmdp: int, pte_pfn: int) -> None:
-    """``pmd_populate(mm, pmdp, pte_page)``: a user table: table | AF | PXNTable."""
+    """``pmd_populate(mm, pmdp, pte_page)``: a user table entry (arm64 PXNTable)."""
     if mm is k.init_mm:
         raise KernelBug("VM_BUG_ON: pmd_populate() on init_mm (use pmd_populate_kernel)")
-    __pmd_populate(
-        k, pmdp, pte_pfn << k.pgt.PAGE_SHIFT, PMD_TYPE_TABLE | PMD_TABLE_AF | PMD_TABLE_PXN
-    )
+    g = k.pgt
+    set_pmd(k, pmdp, g.mk_pmd_table(pte_pfn << g.PAGE_SHIFT, True))
 
 
 def __pud_populate(k: Kernel, pudp: int, pmd_phys: int, prot: int) -> None:
     """``__pud_populate(pudp, pmdp_phys, prot)``: ``set_pud`` of a table descriptor."""
-    set_pud(k, pudp, (pmd_phys & PTE_ADDR_MASK) | prot)
+    set_pud(k, pudp, (pmd_phys & k.pgt.PTE_ADDR_MASK) | prot)
 
 
 def pud_populate(k: Kernel, mm: mm_struct, pudp: int, pmd_pfn: int) -> None:
-    """``pud_populate(mm, pudp, pmdp)``: table | AF | (UXNTable for init_mm, else PXNTable)."""
-    prot = PUD_TYPE_TABLE | PUD_TABLE_AF | (PUD_TABLE_UXN if mm is k.init_mm else PUD_TABLE_PXN)
-    __pud_populate(k, pudp, pmd_pfn << k.pgt.PAGE_SHIFT, prot)
+    """``pud_populate(mm, pudp, pmdp)``: a kernel (init_mm) or user table entry."""
+    g = k.pgt
+    set_pud(k, pudp, g.mk_pud_table(pmd_pfn << g.PAGE_SHIFT, mm is not k.init_mm))
 
 
 def __p4d_populate(k: Kernel, p4dp: int, pud_phys: int, prot: int) -> None:
     """``__p4d_populate(p4dp, pudp_phys, prot)`` (4 levels only: a BUILD_BUG otherwise)."""
     if k.pgt.mm_pud_folded:
         raise KernelBug("BUILD_BUG: __p4d_populate() with the pud folded")
-    set_p4d(k, p4dp, (pud_phys & PTE_ADDR_MASK) | prot)
+    set_p4d(k, p4dp, (pud_phys & k.pgt.PTE_ADDR_MASK) | prot)
 
 
 def p4d_populate(k: Kernel, mm: mm_struct, p4dp: int, pud_pfn: int) -> None:
     """``p4d_populate(mm, p4dp, pudp)``; a no-op when the pud is folded (nopud)."""
-    if k.pgt.mm_pud_folded:
+    g = k.pgt
+    if g.mm_pud_folded:
         return
-    prot = P4D_TYPE_TABLE | P4D_TABLE_AF | (P4D_TABLE_UXN if mm is k.init_mm else P4D_TABLE_PXN)
-    __p4d_populate(k, p4dp, pud_pfn << k.pgt.PAGE_SHIFT, prot)
+    set_p4d(k, p4dp, g.mk_p4d_table(pud_pfn << g.PAGE_SHIFT, mm is not k.init_mm))
 
 
 def __pgd_populate(k: Kernel, pgdp: int, p4d_phys: int, prot: int) -> None:
@@ -690,21 +614,21 @@ def pud_offset(k: Kernel, p4dp: int, addr: int) -> int:
     if g.mm_pud_folded:
         return p4dp
     p4d = _load_entry(k, p4dp)
-    return g.va(p4d & PTE_ADDR_MASK) + 8 * g.pud_index(addr)
+    return g.va(g.p4d_page_paddr(p4d)) + 8 * g.pud_index(addr)
 
 
 def pmd_offset(k: Kernel, pudp: int, addr: int) -> int:
     """``pmd_offset(pudp, addr)``: the entry of ``addr`` in the pmd table ``*pudp`` points to."""
     g = k.pgt
     pud = _load_entry(k, pudp)
-    return g.va(pud & PTE_ADDR_MASK) + 8 * g.pmd_index(addr)
+    return g.va(g.pud_page_paddr(pud)) + 8 * g.pmd_index(addr)
 
 
 def pte_offset_kernel(k: Kernel, pmdp: int, addr: int) -> int:
     """``pte_offset_kernel(pmdp, addr)``."""
     g = k.pgt
     pmd = _load_entry(k, pmdp)
-    return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
+    return g.va(g.pmd_page_paddr(pmd)) + 8 * g.pte_index(addr)
 
 
 def pte_offset_map(k: Kernel, pmdp: int, addr: int) -> int | None:
@@ -714,117 +638,12 @@ def pte_offset_map(k: Kernel, pmdp: int, addr: int) -> int | None:
     """
     g = k.pgt
     pmd = _load_entry(k, pmdp)
-    if pmd_none(pmd) or not pmd_present(pmd) or pmd_leaf(pmd) or pmd_bad(pmd):
+    if g.pmd_none(pmd) or not g.pmd_present(pmd) or g.pmd_leaf(pmd) or g.pmd_bad(pmd):
         return None
-    return g.va(pmd & PTE_ADDR_MASK) + 8 * g.pte_index(addr)
+    return g.va(g.pmd_page_paddr(pmd)) + 8 * g.pte_index(addr)
 
 
 def pmd_off_k(k: Kernel, addr: int) -> int:
     """``pmd_off_k(addr)``: the kernel pmd entry of ``addr`` (the upper levels must exist)."""
     pgdp = pgd_offset_k(k, addr)
     return pmd_offset(k, pud_offset(k, p4d_offset(k, pgdp, addr), addr), addr)
-
-
-# --- fixmap (asm/fixmap.h, asm/pgtable.h *_set_fixmap, mm/mmu.c __set_fixmap) --------------------
-
-
-def fixmap_pte(k: Kernel, addr: int) -> int:
-    """``fixmap_pte(addr)``: the ``bm_pte`` entry (kernel-image VA) mapping fixmap ``addr``."""
-    return k.bm_pte + 8 * k.pgt.pte_index(addr)
-
-
-def __set_fixmap(k: Kernel, idx: int, phys: int, flags: int) -> None:
-    """``__set_fixmap(idx, phys, flags)``: map (``__set_pte``) or unmap (clear + TLB flush)."""
-    g = k.pgt
-    if not 0 < idx < FIX_PGD + 1:
-        raise KernelBug(f"BUG_ON: fixmap index {idx} out of range")
-    addr = g.fix_to_virt(idx)
-    ptep = fixmap_pte(k, addr)
-    if flags:
-        __set_pte(k, ptep, g.pfn_pte(phys >> g.PAGE_SHIFT, flags))
-    else:
-        __pte_clear(k, ptep)
-        flush_tlb_kernel_range(k, addr, addr + g.PAGE_SIZE)
-
-
-def set_fixmap_offset(k: Kernel, idx: int, phys: int) -> int:
-    """``set_fixmap_offset(idx, phys)``: map ``phys``'s page at slot ``idx``; return its VA."""
-    g = k.pgt
-    __set_fixmap(k, idx, phys & g.PAGE_MASK, FIXMAP_PAGE_NORMAL)
-    return g.fix_to_virt(idx) + (phys & (g.PAGE_SIZE - 1))
-
-
-def clear_fixmap(k: Kernel, idx: int) -> None:
-    """``clear_fixmap(idx)``."""
-    __set_fixmap(k, idx, 0, FIXMAP_PAGE_CLEAR)
-
-
-def pte_set_fixmap(k: Kernel, phys: int) -> int:
-    """``pte_set_fixmap(addr)``: a PTE table (or entry) mapped at ``FIX_PTE``."""
-    return set_fixmap_offset(k, FIX_PTE, phys)
-
-
-def pte_set_fixmap_offset(k: Kernel, pmdp: int, addr: int) -> int:
-    """``pte_set_fixmap_offset(pmdp, addr)``: the PTE entry of ``addr``, through ``FIX_PTE``."""
-    pmd = _load_entry(k, pmdp)
-    return pte_set_fixmap(k, (pmd & PTE_ADDR_MASK) + 8 * k.pgt.pte_index(addr))
-
-
-def pte_clear_fixmap(k: Kernel) -> None:
-    """``pte_clear_fixmap()``."""
-    clear_fixmap(k, FIX_PTE)
-
-
-def pmd_set_fixmap(k: Kernel, phys: int) -> int:
-    """``pmd_set_fixmap(addr)``."""
-    return set_fixmap_offset(k, FIX_PMD, phys)
-
-
-def pmd_set_fixmap_offset(k: Kernel, pudp: int, addr: int) -> int:
-    """``pmd_set_fixmap_offset(pudp, addr)``."""
-    pud = _load_entry(k, pudp)
-    return pmd_set_fixmap(k, (pud & PTE_ADDR_MASK) + 8 * k.pgt.pmd_index(addr))
-
-
-def pmd_clear_fixmap(k: Kernel) -> None:
-    """``pmd_clear_fixmap()``."""
-    clear_fixmap(k, FIX_PMD)
-
-
-def pud_set_fixmap(k: Kernel, phys: int) -> int:
-    """``pud_set_fixmap(addr)`` (4 levels only)."""
-    return set_fixmap_offset(k, FIX_PUD, phys)
-
-
-def pud_set_fixmap_offset(k: Kernel, p4dp: int, addr: int) -> int:
-    """``pud_set_fixmap_offset(p4dp, addr)``: ``p4dp`` itself when the pud is folded."""
-    if k.pgt.mm_pud_folded:
-        return p4dp
-    p4d = _load_entry(k, p4dp)
-    return pud_set_fixmap(k, (p4d & PTE_ADDR_MASK) + 8 * k.pgt.pud_index(addr))
-
-
-def pud_clear_fixmap(k: Kernel) -> None:
-    """``pud_clear_fixmap()``: a no-op when the pud is folded."""
-    if not k.pgt.mm_pud_folded:
-        clear_fixmap(k, FIX_PUD)
-
-
-def p4d_set_fixmap_offset(k: Kernel, pgdp: int, addr: int) -> int:
-    """``p4d_set_fixmap_offset(pgdp, addr)``: ``pgdp`` (the p4d is folded; ``FIX_P4D`` unused)."""
-    return pgdp
-
-
-def p4d_clear_fixmap(k: Kernel) -> None:
-    """``p4d_clear_fixmap()``: a no-op (the p4d is folded)."""
-    return None
-
-
-def pgd_set_fixmap(k: Kernel, phys: int) -> int:
-    """``pgd_set_fixmap(addr)``: a pgd entry mapped at ``FIX_PGD`` (``set_swapper_pgd``)."""
-    return set_fixmap_offset(k, FIX_PGD, phys)
-
-
-def pgd_clear_fixmap(k: Kernel) -> None:
-    """``pgd_clear_fixmap()``."""
-    clear_fixmap(k, FIX_PGD)

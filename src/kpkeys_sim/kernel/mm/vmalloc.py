@@ -69,18 +69,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import (
-    PAGE_KERNEL,
-    PTE_ADDR_MASK,
-    PTE_CONT,
-    mk_pmd_sect_prot,
-    pmd_leaf,
-    pmd_none,
-    pmd_sect,
-    pte_present,
-    pud_leaf,
-    pud_none,
-)
 from kpkeys_sim.kernel.errors import ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm import gfp as _gfp
@@ -515,26 +503,25 @@ def _vmap_try_huge_pmd(k: Kernel, pmdp: int, addr: int, end: int, phys: int, pro
     if end - addr != g.PMD_SIZE or addr & (g.PMD_SIZE - 1) or phys & (g.PMD_SIZE - 1):
         return False
     old = pmdp_get(k, pmdp)
-    if not pmd_none(old):
-        if pmd_sect(old):
+    if not g.pmd_none(old):
+        if g.pmd_leaf(old):
             return False
         # pmd_free_pte_page(): the table must be empty (vunmap left it so).
-        table = old & PTE_ADDR_MASK
+        table = g.pmd_page_paddr(old)
         ptes = ptep_get_array(k, g.va(table), g.PTRS_PER_PTE)
         if np.any(ptes):
             return False
         pmd_clear(k, pmdp)
         __flush_tlb_kernel_pgtable(k, addr)
         pte_free_kernel(k, table >> g.PAGE_SHIFT)
-    set_pmd(k, pmdp, g.pfn_pmd(phys >> g.PAGE_SHIFT, mk_pmd_sect_prot(prot)))
+    set_pmd(k, pmdp, g.pfn_pmd(phys >> g.PAGE_SHIFT, g.mk_pmd_sect_prot(prot)))
     return True
 
 
 def _vmap_pte_values(k: Kernel, pfn: int, nr: int, prot: int, cont: bool) -> U64Array:
-    vals = k.pgt.pte_range(pfn, nr, prot)
-    if cont:
-        vals |= np.uint64(PTE_CONT)
-    return vals
+    g = k.pgt
+    vals = g.pte_range(pfn, nr, prot)
+    return g.ptes_mkcont(vals) if cont else vals
 
 
 def vmap_range_noflush(
@@ -663,15 +650,15 @@ def vunmap_range_noflush(k: Kernel, start: int, end: int) -> None:
         pgdp = pgd_offset_k(k, addr)
         pudp = pud_offset(k, p4d_offset(k, pgdp, addr), addr)
         pud = pudp_get(k, pudp)
-        if pud_none(pud) or pud_leaf(pud):
+        if g.pud_none(pud) or g.pud_leaf(pud):
             addr = nxt
             continue
         pmdp = pmd_offset(k, pudp, addr)
         pmd = pmdp_get(k, pmdp)
-        if pmd_none(pmd):
+        if g.pmd_none(pmd):
             addr = nxt
             continue
-        if pmd_leaf(pmd):
+        if g.pmd_leaf(pmd):
             # pmd_clear_huge(): only a whole block may be unmapped.
             if addr & (g.PMD_SIZE - 1) or nxt - addr != g.PMD_SIZE:
                 raise KernelBug(f"vunmap of part of a PMD block at {addr:#x}")
@@ -759,9 +746,12 @@ def remove_vm_area(k: Kernel, addr: int) -> vm_struct | None:
 
 
 def _arch_vmap_pte_supported_shift(k: Kernel, size: int) -> int:
-    """arm64 ``arch_vmap_pte_supported_shift(size)``: CONT_PTE_SHIFT for ≥ CONT_PTE_SIZE."""
+    """``arch_vmap_pte_supported_shift(size)``: arm64 CONT_PTE_SHIFT for ≥ CONT_PTE_SIZE
+    (an arch without contiguous hints: PAGE_SHIFT)."""
     g = k.pgt
-    return g.CONT_PTE_SHIFT if size >= g.CONT_PTE_SIZE else g.PAGE_SHIFT
+    if g.ARCH_HAS_CONT_PTE and size >= g.CONT_PTE_SIZE:
+        return g.CONT_PTE_SHIFT
+    return g.PAGE_SHIFT
 
 
 def _zone(k: Kernel) -> BuddyAllocator:
@@ -855,7 +845,7 @@ def vmalloc(k: Kernel, size: int) -> int | None:
     """``vmalloc(size)``: ``GFP_KERNEL``, ``PAGE_KERNEL``, small pages."""
     g = k.pgt
     return __vmalloc_node_range(
-        k, size, 1, g.VMALLOC_START, g.VMALLOC_END, _gfp.GFP_KERNEL, PAGE_KERNEL, 0
+        k, size, 1, g.VMALLOC_START, g.VMALLOC_END, _gfp.GFP_KERNEL, g.PAGE_KERNEL, 0
     )
 
 
@@ -869,7 +859,7 @@ def vzalloc(k: Kernel, size: int) -> int | None:
         g.VMALLOC_START,
         g.VMALLOC_END,
         _gfp.GFP_KERNEL | _gfp.__GFP_ZERO,
-        PAGE_KERNEL,
+        g.PAGE_KERNEL,
         0,
     )
 
@@ -878,7 +868,7 @@ def vmalloc_huge(k: Kernel, size: int, gfp: int = _gfp.GFP_KERNEL) -> int | None
     """``vmalloc_huge(size, gfp)``: :func:`vmalloc` with ``VM_ALLOW_HUGE_VMAP``."""
     g = k.pgt
     return __vmalloc_node_range(
-        k, size, 1, g.VMALLOC_START, g.VMALLOC_END, gfp, PAGE_KERNEL, VM_ALLOW_HUGE_VMAP
+        k, size, 1, g.VMALLOC_START, g.VMALLOC_END, gfp, g.PAGE_KERNEL, VM_ALLOW_HUGE_VMAP
     )
 
 
@@ -1026,7 +1016,7 @@ def vm_map_ram(k: Kernel, pages: list[int], count: int) -> int | None:
         if va is None:
             return None
         addr = va.va_start
-    if vmap_pages_range(k, addr, addr + size, PAGE_KERNEL, pages, g.PAGE_SHIFT):
+    if vmap_pages_range(k, addr, addr + size, g.PAGE_KERNEL, pages, g.PAGE_SHIFT):
         vm_unmap_ram(k, addr, count)
         return None
     return addr
@@ -1097,17 +1087,17 @@ def vmalloc_to_page(k: Kernel, addr: int) -> int | None:
     p4dp = p4d_offset(k, pgdp, addr)
     pudp = pud_offset(k, p4dp, addr) if not g.mm_pud_folded else p4dp
     pud = pudp_get(k, pudp)
-    if pud_none(pud):
+    if g.pud_none(pud):
         return None
-    if pud_leaf(pud):
+    if g.pud_leaf(pud):
         return int(g.pud_pfn(pud) + ((addr & ~g.PUD_MASK) >> g.PAGE_SHIFT))
     pmdp = pmd_offset(k, pudp, addr)
     pmd = pmdp_get(k, pmdp)
-    if pmd_none(pmd):
+    if g.pmd_none(pmd):
         return None
-    if pmd_leaf(pmd):
+    if g.pmd_leaf(pmd):
         return int(g.pmd_pfn(pmd) + ((addr & (g.PMD_SIZE - 1)) >> g.PAGE_SHIFT))
     pte = int(ptep_get_array(k, _pte_offset_kernel(k, pmdp, addr), 1)[0])
-    if not pte_present(pte):
+    if not g.pte_present(pte):
         return None
     return int(g.pte_pfn(pte))

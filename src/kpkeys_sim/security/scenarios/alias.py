@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import PAGE_KERNEL
 from kpkeys_sim.kernel.mm.gfp import GFP_KERNEL
 from kpkeys_sim.kernel.mm.mm_types import VM_MAP
 from kpkeys_sim.kernel.mm.vmalloc import vmap
@@ -76,7 +75,7 @@ class VmapAlias(_Alias):
         pages = self._corrupt(env)
         k = env.k
         with env.syscall():
-            va = vmap(k, pages, NR_PAGES, VM_MAP, PAGE_KERNEL)
+            va = vmap(k, pages, NR_PAGES, VM_MAP, k.pgt.PAGE_KERNEL)
             if va is None:
                 raise MemoryError("vmap failed")
             e = k.machine.lookup(k.cpu, va)

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import PTE_TYPE_PAGE
 from kpkeys_sim.security import groom, kapi
 from kpkeys_sim.security.outcome import TrialResult
 from kpkeys_sim.security.primitives import ArbitraryWrite
@@ -72,10 +71,10 @@ class FakeRoot(Scenario):
         # Build the chain from user space: level i's entry for FAKE_VA points at page i + 1.
         for i in range(3):
             idx = geo.index(FAKE_VA, geo.start_level + i)
-            desc = (pfns[i + 1] << shift) | 0b11
+            desc = k.pgt.mk_pmd_table(pfns[i + 1] << shift, True)
             env.user_step()
             kapi.user_store(env, att, win + (i << 12) + 8 * idx, desc.to_bytes(8, "little"))
-        leaf = kapi.user_rw_entry(env, lt.target_pfn, "pte") | PTE_TYPE_PAGE
+        leaf = kapi.user_rw_entry(env, lt.target_pfn, "pte")
         idx = geo.index(FAKE_VA, geo.start_level + 3)
         env.user_step()
         kapi.user_store(env, att, win + (3 << 12) + 8 * idx, leaf.to_bytes(8, "little"))
