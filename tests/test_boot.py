@@ -127,11 +127,19 @@ def test_without_pkeys_feature_tables_stay_default() -> None:
 
 
 def test_boot_rejects_what_it_cannot_model() -> None:
-    """x86 and tiny RAM are refused with one-line messages naming the value."""
-    with pytest.raises(ToolError, match=r"^bad value 'x86' for 'arch': the kernel model boots"):
-        boot(KernelConfig(arch="x86"))
+    """Tiny RAM and x86 with large pages are refused with one-line messages naming the value."""
     with pytest.raises(ToolError, match=r"^bad value 33554432 for 'ram_size'"):
         boot(KernelConfig(ram_size=32 * MiB))
+    with pytest.raises(ToolError, match=r"^bad value 33554432 for 'ram_size'"):
+        boot(KernelConfig(arch="x86", ram_size=32 * MiB))
+    with pytest.raises(ToolError, match=r"^bad value 65536 for 'page_size'"):
+        boot(KernelConfig(arch="x86", page_size=65536))
+
+
+def test_boot_dispatches_on_arch() -> None:
+    """``boot()`` runs the configured architecture's boot: the machine format says which."""
+    assert boot(KernelConfig(ram_size=128 * MiB)).machine.fmt == "arm64"
+    assert boot(KernelConfig(arch="x86", ram_size=128 * MiB)).machine.fmt == "x86"
 
 
 def test_secondary_cpus_share_swapper_and_see_flushes() -> None:

@@ -20,6 +20,7 @@ from kpkeys_sim.cli.report_cmd import report
 from kpkeys_sim.cli.run_cmd import run
 from kpkeys_sim.cli.sweep_cmd import sweep
 from kpkeys_sim.errors import ToolError
+from kpkeys_sim.kernel.errors import KernelBug, Oops
 
 __all__ = ["cli", "main"]
 
@@ -46,6 +47,12 @@ def main(argv: list[str] | None = None) -> None:
     except ToolError as exc:
         click.echo(f"kpkeys-sim: error: {exc}", err=True)
         sys.exit(ToolError.exit_status)
+    except (KernelBug, Oops) as exc:
+        # The modelled kernel crashed (a result of the configuration, e.g. the v5
+        # recursive split of spec §4.12): one line, exit status 1.
+        what = "BUG" if isinstance(exc, KernelBug) else "Oops"
+        click.echo(f"kpkeys-sim: the model kernel hit a {what}: {exc}", err=True)
+        sys.exit(1)
     except click.exceptions.NoArgsIsHelpError as exc:
         click.echo(exc.format_message() if hasattr(exc, "format_message") else str(exc))
         sys.exit(0)

@@ -1,42 +1,21 @@
-"""Booting the model kernel, in the kernel's order.
+"""Booting the model kernel: the architecture's boot, and the generic steps it shares.
 
-``boot(config)`` builds the machine and runs, as arm64 Linux does
-(``arch/arm64/kernel/head.S``, ``init/main.c`` ``start_kernel``/``kernel_init``,
-``arch/arm64/kernel/setup.c`` ``setup_arch``, ``arch/arm64/mm/init.c``,
-``arch/arm64/kernel/smp.c``; spec kpkeys-series.md §3.7 for where kpkeys plugs in):
+``boot(config)`` validates the configuration and runs the architecture's
+boot in the kernel's order — ``kernel/arch/arm64_setup.py``
+(:func:`~kpkeys_sim.kernel.arch.arm64_setup.boot_arm64`) or
+``kernel/arch/x86_setup.py`` (:func:`~kpkeys_sim.kernel.arch.x86_setup.boot_x86`).
+Both call the generic steps defined here, where ``init/main.c`` and
+``mm/mm_init.c`` call them:
 
-1. ``primary_entry``: the kernel image is mapped into ``swapper_pg_dir`` with
-   the MMU off / through the idmap (``early_map_kernel``), then the MMU is
-   enabled on the boot CPU.  ``init_mm`` and ``init_task`` are static in Linux:
-   the model creates them here (``sched_init`` creates the idle tasks, i.e.
-   ``init_task`` for CPU 0, and installs the lazy-MMU hooks).
-2. ``setup_arch``: ``early_fixmap_init``; ``arm64_memblock_init`` (add DRAM,
-   reserve the image); the kpkeys wiring (see below); ``paging_init``
-   (``map_mem``, ``declare_kernel_vmas``); ``bootmem_init`` → ``sparse_init`` (the vmemmap).
-3. ``smp_prepare_boot_cpu``: boot-CPU features — ``cpu_enable_poe`` when the
-   CPU has FEAT_S1POE — then ``k.smp_prepare_boot_cpu_hooks`` (kpkeys v5
-   ``kpkeys_hardened_pgtables_enable``).
-4. ``mm_core_init``: ``mem_init`` (``memblock_free_all`` hands free memory to
-   the buddy allocator, then ``k.mem_init_hooks``: kpkeys v6/v7
-   ``kpkeys_hardened_pgtables_init``), ``kmem_cache_init``,
-   ``pgtable_cache_init``; then ``init_IRQ`` (the per-CPU vmalloc'ed IRQ stacks) and
-   ``cred_init`` (``kernel/cred.py``; only with ``config.kpkeys_cred_levels``).
-5. ``smp_init``: every secondary CPU loads ``swapper_pg_dir`` and enables POE;
-   ``smp_cpus_done``: ``mark_linear_text_alias_ro``, then
-   ``k.smp_cpus_done_hooks`` (kpkeys v6 ``kpkeys_hardened_pgtables_init_late``).
-6. ``do_initcalls``: ``k.late_initcalls`` (the PBA shrinker); then the
-   built-in KUnit tests when ``boot(..., kunit_run_all_tests=...)`` asks.
-7. ``free_initmem``, ``mark_rodata_ro``.
+* :func:`mm_core_init`: ``mem_init`` (``memblock_free_all`` hands free memory
+  to the buddy allocator, then ``k.mem_init_hooks``: kpkeys v6/v7
+  ``kpkeys_hardened_pgtables_init``), ``kmem_cache_init``,
+  ``pgtable_cache_init``;
+* :func:`init_IRQ`: the per-CPU vmalloc'ed IRQ stacks.
 
-kpkeys entry point.  Just before ``paging_init`` boot calls
-``install_kpkeys_hardened_pgtables(k)`` (``kernel/kpkeys/hardened_pgtables``):
-the compile-time wiring of the configured series (the guard, the PPA as
-``k.early_pgtable_alloc``, the split, allocator and boot hooks); with
-``config.kpkeys_hardened_pgtables`` false it installs the NOOP guard only.
-
-Each step appends a line to the boot log (``k.printk``).  The page allocator
-zeroes pages and the slab zeroes objects with checked stores through the
-linear map on the current CPU.
+The page allocator zeroes pages and the slab zeroes objects with checked
+stores through the direct map on the current CPU (``_zero_pages``,
+``_zero_object``).
 """
 
 from __future__ import annotations
@@ -44,55 +23,29 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 
 from kpkeys_sim.errors import ToolError
-from kpkeys_sim.kernel.arch.arm64_pgtable import PgtableGeometry
 from kpkeys_sim.kernel.config import KernelConfig
-from kpkeys_sim.kernel.cred import install_kpkeys_hardened_cred
 from kpkeys_sim.kernel.errors import KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
-from kpkeys_sim.kernel.kpkeys.hardened_pgtables import install_kpkeys_hardened_pgtables
-from kpkeys_sim.kernel.mm.kernel_pgtables import (
-    KernelImage,
-    declare_kernel_vmas,
-    early_fixmap_init,
-    early_map_kernel,
-    enable_mmu,
-    free_initmem,
-    mark_linear_text_alias_ro,
-    mark_rodata_ro,
-    sparse_init,
-)
-from kpkeys_sim.kernel.mm.linear_map import (
-    force_pte_mapping,
-    linear_map_leaves,
-    map_mem,
-    memblock_early_pgtable_alloc,
-)
-from kpkeys_sim.kernel.mm.memblock import (
-    Memblock,
-    memblock_add,
-    memblock_free_all,
-    memblock_reserve,
-)
+from kpkeys_sim.kernel.mm.memblock import memblock_free_all
 from kpkeys_sim.kernel.mm.page import MemMap
 from kpkeys_sim.kernel.mm.page_alloc import BuddyAllocator
 from kpkeys_sim.kernel.mm.pgalloc import pgtable_cache_init
 from kpkeys_sim.kernel.mm.slab import SlabAllocator
-from kpkeys_sim.kernel.sched import sched_init
 from kpkeys_sim.machine.events import Instrument
-from kpkeys_sim.machine.machine import Machine
 
-__all__ = [
-    "MIN_RAM_SIZE",
-    "boot",
-    "init_IRQ",
-    "mm_core_init",
-    "paging_init",
-    "setup_arch",
-    "smp_init",
-]
+__all__ = ["MIN_RAM_SIZE", "boot", "check_ram_size", "init_IRQ", "mm_core_init"]
 
 #: The smallest DRAM the model kernel boots on (image, vmemmap and tables must fit).
 MIN_RAM_SIZE = 64 << 20
+
+
+def check_ram_size(config: KernelConfig) -> None:
+    """Refuse a RAM size the kernel cannot boot on (ToolError naming the value)."""
+    if config.ram_size < MIN_RAM_SIZE:
+        raise ToolError(
+            f"bad value {config.ram_size} for 'ram_size': the kernel needs at least "
+            f"{MIN_RAM_SIZE} bytes"
+        )
 
 
 def _zero_pages(k: Kernel) -> object:
@@ -119,7 +72,7 @@ def _zero_pages(k: Kernel) -> object:
         cpu = k.cpu
         clear_page = m.clear_page
         va = g.va(pfn << shift)
-        if nr == 1 or m.stage2 is not None or force_pte_mapping(k):
+        if nr == 1 or m.stage2 is not None or k.arch_mm.force_pte_mapping(k):
             for i in range(nr):
                 clear_page(cpu, va + i * page)
             return
@@ -155,43 +108,6 @@ def _zero_object(k: Kernel) -> object:
     return zero_object
 
 
-def paging_init(k: Kernel) -> None:
-    """``paging_init()``: ``map_mem(swapper_pg_dir)``, then ``declare_kernel_vmas()``."""
-    g = k.pgt
-    img = k.kimage
-    map_mem(k, k.swapper_pg_dir, g.pa_symbol(img._text), g.pa_symbol(img.init_begin))
-    declare_kernel_vmas(k)
-    leaves = linear_map_leaves(k)
-    mode = "PTE-only" if force_pte_mapping(k) else "block"
-    k.printk(
-        f"paging_init: linear map ({mode}): {leaves['pud']} PUD blocks, {leaves['contpmd']} "
-        f"contPMD + {leaves['pmd']} PMD blocks, {leaves['contpte']} contPTE + {leaves['pte']} "
-        f"PTE entries, {leaves['pgtable_pages']} table pages"
-    )
-
-
-def setup_arch(k: Kernel) -> None:
-    """``setup_arch()``: fixmap, memblock, kpkeys wiring, ``paging_init``, vmemmap."""
-    g = k.pgt
-    img = k.kimage
-    mem = k.machine.mem
-    early_fixmap_init(k)
-    k.printk(f"early_fixmap_init: fixmap at {g.FIXADDR_START:#x}-{g.FIXADDR_TOP:#x}")
-    mb = Memblock(page_shift=g.PAGE_SHIFT, instruments=k.machine.instruments)
-    k.memblock = mb
-    memblock_add(mb, mem.base, mem.end - mem.base)
-    memblock_reserve(mb, img.pa, img.size)
-    k.early_pgtable_alloc = memblock_early_pgtable_alloc
-    k.printk(
-        f"arm64_memblock_init: memory {mem.base:#x}-{mem.end - 1:#x}, kernel image "
-        f"{img.pa:#x}-{img.pa + img.size - 1:#x} reserved"
-    )
-    install_kpkeys_hardened_pgtables(k)
-    paging_init(k)
-    nsec = sparse_init(k)
-    k.printk(f"sparse_init: vmemmap for {nsec} sections, {len(k.vmemmap_pgtables)} table pages")
-
-
 def mm_core_init(k: Kernel) -> None:
     """``mm_core_init()``: ``mem_init`` (buddy handover + kpkeys init hooks), slab, pgd cache."""
     g = k.pgt
@@ -223,15 +139,11 @@ def mm_core_init(k: Kernel) -> None:
     k.printk("kmem_cache_init: slab ready" + (", pgd_cache" if k.pgd_cache is not None else ""))
 
 
-def _cpu_enable_features(k: Kernel, cpu_id: int) -> None:
-    if k.machine.has_pkeys:
-        from kpkeys_sim.kernel.arch.arm64 import cpu_enable_poe
-
-        cpu_enable_poe(k, k.machine.cpus[cpu_id])
-
-
 def init_IRQ(k: Kernel) -> None:
-    """``init_IRQ()`` → arm64 ``init_irq_stacks()`` (``CONFIG_VMAP_STACK``): an IRQ stack per CPU.
+    """``init_IRQ()`` → ``init_irq_stacks()`` (``CONFIG_VMAP_STACK``): an IRQ stack per CPU.
+
+    The arm64 definition, which the x86 model reuses [INF: x86 allocates its
+    per-CPU IRQ stacks with the same vmalloc call size and alignment order].
 
     ``arch_alloc_vmap_stack(IRQ_STACK_SIZE)`` is ``__vmalloc_node(IRQ_STACK_SIZE,
     THREAD_ALIGN, THREADINFO_GFP, ...)`` with ``IRQ_STACK_SIZE = THREAD_SIZE``
@@ -242,7 +154,6 @@ def init_IRQ(k: Kernel) -> None:
     ``kpkeys_hardened_pgtables_init_late`` (spec §4.5, §5.1
     ``write_early_kernel_vmap_pte``).
     """
-    from kpkeys_sim.kernel.arch.arm64_pgtable import PAGE_KERNEL
     from kpkeys_sim.kernel.mm.gfp import __GFP_ZERO, GFP_KERNEL_ACCOUNT
     from kpkeys_sim.kernel.mm.vmalloc import __vmalloc_node_range
 
@@ -256,25 +167,13 @@ def init_IRQ(k: Kernel) -> None:
             g.VMALLOC_START,
             g.VMALLOC_END,
             GFP_KERNEL_ACCOUNT | __GFP_ZERO,
-            PAGE_KERNEL,
+            g.PAGE_KERNEL,
             0,
         )
         if p is None:
             raise KernelBug(f"init_irq_stacks: no IRQ stack for CPU{cpu.cpu_id}")
         k.irq_stack_ptr.append(p)
     k.printk(f"init_IRQ: {len(k.irq_stack_ptr)} IRQ stacks of {size >> 10}K (vmalloc)")
-
-
-def smp_init(k: Kernel) -> None:
-    """``smp_init()`` + ``smp_cpus_done()``: bring up the secondaries, then the late hooks."""
-    for cpu in k.machine.cpus[1:]:
-        enable_mmu(k, cpu.cpu_id)
-        with k.on_cpu(cpu.cpu_id):
-            _cpu_enable_features(k, cpu.cpu_id)
-    k.printk(f"smp: Brought up 1 node, {len(k.machine.cpus)} CPUs")
-    mark_linear_text_alias_ro(k)
-    for hook in list(k.smp_cpus_done_hooks):
-        hook(k)
 
 
 def boot(
@@ -288,57 +187,13 @@ def boot(
     calls it: after the initcalls, before ``free_initmem()`` and
     ``mark_rodata_ro()`` (built-in KUnit tests; ``kpkeys_sim.kunit.runner``).
     """
-    if config.arch != "arm64":
-        raise ToolError(
-            f"bad value {config.arch!r} for 'arch': the kernel model boots arm64 only "
-            "(x86 PKS is modelled at the machine level)"
-        )
-    if config.ram_size < MIN_RAM_SIZE:
-        raise ToolError(
-            f"bad value {config.ram_size} for 'ram_size': the kernel needs at least "
-            f"{MIN_RAM_SIZE} bytes"
-        )
-    machine = Machine(
-        arch=config.arch,
-        page_size=config.page_size,
-        ram_size=config.ram_size,
-        nr_cpus=config.nr_cpus,
-        has_pkeys=config.cpu_has_pkeys,
-        instruments=instruments,
-    )
-    k = Kernel(machine, config)
-    dram = machine.mem.base
-    g = PgtableGeometry.for_page_size(config.page_size, dram_start=dram, kimage_pa=dram)
-    k.pgt = g
-    k.printk(
-        f"Booting Linux on physical CPU 0x0 [kpkeys-sim arm64, {config.page_size >> 10}K pages, "
-        f"{g.CONFIG_PGTABLE_LEVELS} levels, {config.ram_size >> 20} MiB, {config.nr_cpus} CPUs]"
-    )
-    img = KernelImage.layout(g, dram)
-    early_map_kernel(k, img)
-    enable_mmu(k, 0)
-    k.printk(
-        f"early_map_kernel: image {img._text:#x}-{img._end - 1:#x} in swapper_pg_dir "
-        f"({len(k.static_pgtables)} static tables), MMU on"
-    )
-    sched_init(k)
-    setup_arch(k)
-    _cpu_enable_features(k, 0)
-    k.printk(
-        "smp_prepare_boot_cpu: " + ("POE enabled on CPU0" if machine.has_pkeys else "no FEAT_S1POE")
-    )
-    for hook in list(k.smp_prepare_boot_cpu_hooks):
-        hook(k)
-    mm_core_init(k)
-    init_IRQ(k)
-    install_kpkeys_hardened_cred(k)
-    smp_init(k)
-    for hook in list(k.late_initcalls):
-        hook(k)
-    k.printk(f"do_initcalls: {len(k.late_initcalls)} late initcalls")
-    if kunit_run_all_tests is not None:
-        kunit_run_all_tests(k)
-    free_initmem(k)
-    mark_rodata_ro(k)
-    k.printk("Write protecting the kernel read-only data: swapper_pg_dir is now read-only")
-    return k
+    check_ram_size(config)
+    if config.arch == "x86":
+        from kpkeys_sim.kernel.arch.x86_setup import boot_x86
+
+        return boot_x86(config, instruments, kunit_run_all_tests)
+    if config.arch == "arm64":
+        from kpkeys_sim.kernel.arch.arm64_setup import boot_arm64
+
+        return boot_arm64(config, instruments, kunit_run_all_tests)
+    raise ToolError(f"bad value {config.arch!r} for 'arch': must be 'arm64' or 'x86'")

@@ -1,4 +1,4 @@
-"""TLB maintenance as arm64 ``asm/tlbflush.h`` issues it.
+"""TLB maintenance as arm64 ``asm/tlbflush.h`` issues it (arm64's ``k.arch_mm`` flushes).
 
 Every function emits the barriers and TLBIs of the kernel code through the
 machine (``Machine.dsb``/``tlbi_va``/``tlbi_asid``/``tlbi_all`` and
