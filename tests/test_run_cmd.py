@@ -289,12 +289,12 @@ def test_bad_config_is_one_line_exit_2_nothing_written(
 def test_config_the_model_refuses_is_bad_input(tmp_path: Path) -> None:
     """A valid config the kernel model cannot boot is refused up front: one line, exit 2."""
     cfg = tmp_path / "x86.toml"
-    cfg.write_text('arch = "x86"\n')
+    cfg.write_text('arch = "x86"\npage_size = 16384\n')
     code, stdout, err = run_cli(
         ["run", "--quick", "--config", str(cfg), "--out", str(tmp_path / "o")]
     )
     assert (code, stdout) == (2, "")
-    assert err.startswith(f"{PREFIX}{cfg}: bad value 'x86' for 'arch': ")
+    assert err.startswith(f"{PREFIX}{cfg}: bad value 16384 for 'page_size': ")
     assert err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x86.toml"]
 

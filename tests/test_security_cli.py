@@ -52,7 +52,7 @@ def test_matrix_and_explanations() -> None:
     ("args", "message"),
     [
         (("--scenario", "S99"), "kpkeys-sim: error: unknown scenario 'S99' (known: "),
-        (("--defense", "pks"), "kpkeys-sim: error: unknown defense 'pks' (known: "),
+        (("--defense", "pkru"), "kpkeys-sim: error: unknown defense 'pkru' (known: "),
         (("--trials", "x"), "kpkeys-sim: error: bad value 'x' for --trials: not an integer"),
         (("--trials", "0"), "kpkeys-sim: error: bad value '0' for --trials: must be at least 1"),
         (("--seed", "-1"), "kpkeys-sim: error: bad value '-1' for --seed: must be at least 0"),

@@ -468,8 +468,9 @@ def _common(
         _c(
             "change_memory_common",
             150,
-            "cycles per __change_memory_common call (set_memory_pkey, set_memory_*), "
-            "besides its table reads and writes, splits and TLB flush",
+            "cycles per set_memory_* call (arm64 __change_memory_common, x86 "
+            "change_page_attr_set_clr), besides its table reads and writes, splits and "
+            "TLB flush",
             _NONE,
             assumption=True,
             rationale=(
@@ -575,6 +576,17 @@ def _arm64_poe() -> CalibrationTable:
                 "cache-hot, [M-ingo])"
             ),
         ),
+        _c(
+            "tlb_shootdown_ipi",
+            0,
+            "cycles per TLB-shootdown IPI round (none on arm64)",
+            "Arm ARM D8.13 (broadcast TLB maintenance, the *IS forms)",
+            assumption=False,
+            rationale=(
+                "arm64 TLBIs are broadcast by the hardware and priced above; the kernel "
+                "sends no IPI to flush, so the model never emits this event on arm64"
+            ),
+        ),
         *_common(
             pt_entry=3,
             page_zero=256,
@@ -652,6 +664,19 @@ def _x86_pks() -> CalibrationTable:
             _INGO,
             assumption=False,
             rationale="global flush measured at 746 cycles cache-hot",
+        ),
+        _c(
+            "tlb_shootdown_ipi",
+            3000,
+            "cycles per TLB-shootdown IPI round (send, remote flush, wait for the acks)",
+            _NONE,
+            assumption=True,
+            rationale=(
+                "the initiator of an x86 flush_tlb_* with other CPUs involved sends an IPI "
+                "and waits for every remote CPU's interrupt entry, INVLPG/CR3 work and "
+                "acknowledgement; Ingo's INVLPG figures [M-ingo] exclude it; taken of the "
+                "order of 1 us (an interrupt round trip) at ~3 GHz"
+            ),
         ),
         *_common(
             pt_entry=3,

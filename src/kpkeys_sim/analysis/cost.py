@@ -77,6 +77,11 @@ PRICES: dict[str, tuple[str, str]] = {
     **{f"pgtable_free_{lv}": ("pgtable_ctor", "n") for lv in _LEVELS},
     "linear_map_split": ("linear_map_split", "n"),
     "change_memory_common": ("change_memory_common", "n"),
+    # x86 CPA (split_large_page, change_page_attr_set_clr) and TLB shootdowns
+    "x86_cpa_split_1g": ("linear_map_split", "n"),
+    "x86_cpa_split_2m": ("linear_map_split", "n"),
+    "x86_change_page_attr": ("change_memory_common", "n"),
+    "tlb_shootdown_ipi": ("tlb_shootdown_ipi", "n"),
     # user memory (mm/memory.c)
     "page_fault": ("page_fault", "n"),
     "cow_break": ("page_copy", "n"),

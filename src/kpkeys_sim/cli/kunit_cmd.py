@@ -29,11 +29,15 @@ from kpkeys_sim.kunit.runner import run_kunit
 __all__ = ["kunit", "run_kunit", "select_config"]
 
 _SERIES = ("v5", "v6", "v7")
+_ARCHES = ("arm64", "x86")
 _PAGE_SIZES = (4096, 16384, 65536)
 
 
 def select_config(
-    config_file: str | None, series: str | None, page_size: str | None
+    config_file: str | None,
+    series: str | None,
+    page_size: str | None,
+    arch: str | None = None,
 ) -> KernelConfig:
     """The configuration the command runs: the file (or defaults) with the overrides applied.
 
@@ -45,6 +49,10 @@ def select_config(
         if series not in _SERIES:
             raise ToolError(f"bad value {series!r} for '--series': must be one of v5, v6, v7")
         changes["series"] = series
+    if arch is not None:
+        if arch not in _ARCHES:
+            raise ToolError(f"bad value {arch!r} for '--arch': must be one of arm64, x86")
+        changes["arch"] = arch
     if page_size is not None:
         try:
             ps = int(page_size, 0)
@@ -93,16 +101,27 @@ def _json(result: KunitResult) -> str:
     type=click.Path(dir_okay=False, path_type=str),
     help="TOML config file (KernelConfig keys).",
 )
+@click.option(
+    "--arch",
+    metavar="arm64|x86",
+    help="Kernel architecture: arm64 (POE) or x86 (the kpkeys port to PKS; 4K pages).",
+)
 @click.option("--page-size", metavar="N", help="Base page size: 4096, 16384 or 65536.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary instead of KTAP.")
-def kunit(series: str | None, config_file: str | None, page_size: str | None, as_json: bool) -> int:
+def kunit(
+    series: str | None,
+    config_file: str | None,
+    arch: str | None,
+    page_size: str | None,
+    as_json: bool,
+) -> int:
     """Run the kpkeys_hardened_pgtables KUnit suites on a booted model kernel (KTAP output).
 
     Exit status: 0 all cases passed or skipped, 1 a case failed, 2 bad input.
     """
     if config_file is not None and not Path(config_file).exists():
         raise ToolError(f"{config_file}: no such config file")
-    cfg = select_config(config_file, series, page_size)
+    cfg = select_config(config_file, series, page_size, arch)
     result = run_kunit(cfg)
     click.echo(_json(result) if as_json else result.ktap, nl=as_json)
     return 0 if result.ok else 1

@@ -13,12 +13,17 @@ none                —       block        —         ``kpkeys_hardened_pgtable
 kpkeys-v6           v6      block + PBA  on        §3.4, §4 (PBA + PPA), §3.6 v6 28/30
 kpkeys-v7           v7      PTE only     on        §3.8 (per-allocation set_memory_pkey)
 kpkeys-cred         v6      block + PBA  on        + the cred series' levels (§7.6; S12)
+pks (x86-64)        v6      block + PBA  on        the same on x86 PKS (threats §1.3, §7)
 ==================  ======  ===========  ========  ==========================================
 
-The x86 configuration ``pks`` (PKS, 16 keys; threats-and-peers.md §1.3, §7)
-is not registered: the model kernel boots arm64 only (``kernel/boot``
-refuses ``arch = "x86"``; x86 PKS exists at the machine level only), so no
-scenario can run on it.
+``pks`` is the x86 analogue the spec lists (threats-and-peers.md §1.3, §7:
+"≈ kpkeys-pba with 16 keys"): the same series on the x86-64 kernel model —
+the direct map with 1 GiB/2 MiB pages split by CPA, the PBA, the page-table
+pkey in bits 62:59 of the direct-map leaf, IA32_PKRS switched by WRMSR
+(``kernel/arch/x86_*.py``, ``kernel/arch/x86.py``).  It is the kpkeys design
+ported to PKS, not Rick Edgecombe's 2021 PKS page-table series (whose
+grouped-page cache, worst-case direct-map table reserve and late ``init_mm``
+walk are not modelled; kpkeys-series.md §9 compares the two).
 
 Batching is part of each series' configuration here (the series batches
 switches per lazy-MMU section, §3.6); scenario S14 measures both batching
@@ -32,7 +37,7 @@ from typing import ClassVar
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.security.defenses.base import Defense, register_defense
 
-__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense"]
+__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense", "Pks"]
 
 
 @register_defense
@@ -95,3 +100,13 @@ class KpkeysCred(KpkeysDefense):
     title: ClassVar[str] = "kpkeys v6 + kpkeys_hardened_cred (pkey 2 on live creds)"
     spec: ClassVar[str] = "kpkeys-series.md §7.6; threats-and-peers.md §1.2, §7 S12"
     cred: ClassVar[bool] = True
+
+
+@register_defense
+class Pks(KpkeysDefense):
+    """kpkeys v6 (PBA, batching) on x86-64 with PKS: 16 keys, IA32_PKRS, CPA splits."""
+
+    name: ClassVar[str] = "pks"
+    title: ClassVar[str] = "x86 PKS: kpkeys v6 (block-mapped direct map + PBA) on IA32_PKRS"
+    spec: ClassVar[str] = "threats-and-peers.md §1.3, §7 ('pks'); kpkeys-series.md §7.5, §9"
+    arch: ClassVar[str] = "x86"

@@ -57,8 +57,6 @@ class _Budget(Scenario):
     policy: ClassVar[str] = ""
 
     def kernel_config(self, base: KernelConfig) -> KernelConfig:
-        if base.arch != "arm64":
-            return base
         return base.replace(kpkeys_cred_levels=True)
 
     def prepare(self, env: AttackEnv) -> None:

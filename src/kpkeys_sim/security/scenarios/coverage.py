@@ -29,20 +29,33 @@ Steps of a trial (the write primitive is the same for every class):
 4. The attacker causes a TLB flush (e.g. a vmalloc purge:
    ``flush_tlb_all``), then reads the secret and writes into the target
    from user space through the corrupted entry.
+
+x86 kernel-half classes.  x86 grants a user access only if U/S is set at
+every level of the walk, and the kernel half's upper entries (in
+``init_top_pgt``) have it clear, so one rewritten kernel entry can never give
+user space an alias (arm64 decides at the leaf; hierarchical permissions are
+off under POE).  There the attacker uses the write twice, as a data-only
+attacker with an arbitrary write can: step 3 turns the entry into a pkey-0
+kernel read/write alias of the attacker's own (pkey-protected) PTE table, and
+a second write through that alias forges a user entry for the target in it;
+the payoff is the same user R/W of the target (:func:`_x86_kernel_half`).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from kpkeys_sim.kernel.arch.arm64_pgtable import PTE_ADDR_MASK
 from kpkeys_sim.kernel.mm.tlbflush import flush_tlb_all
 from kpkeys_sim.kernel.mm.vmalloc import vmalloc
 from kpkeys_sim.security import kapi
 from kpkeys_sim.security.outcome import TrialResult
 from kpkeys_sim.security.primitives import ArbitraryWrite
 from kpkeys_sim.security.scenarios.base import Scenario, failed, register_scenario, succeeded
-from kpkeys_sim.security.scenarios.common import SECRET
+from kpkeys_sim.security.scenarios.common import (
+    SECRET,
+    live_table_payoff,
+    prepare_live_table,
+)
 
 if TYPE_CHECKING:
     from kpkeys_sim.security.env import AttackEnv
@@ -86,10 +99,10 @@ class CoverageTarget(Scenario):
             # The kernel splits a block-mapped linear map at page granularity on demand
             # (split_kernel_leaf_mapping, as set_memory_*() does); do it for the target
             # page so the PTE class exists in every configuration that can split.
-            from kpkeys_sim.kernel.mm.linear_map import split_kernel_leaf_mapping
-
-            split_kernel_leaf_mapping(k, va, va + g.PAGE_SIZE)
+            k.arch_mm.split_kernel_leaf_mapping(k, va, va + g.PAGE_SIZE)
         env.state["va"] = va
+        if _x86_kernel_half(env, va) and self.level > 0:
+            prepare_live_table(env, att)
         if self.level == 0:
             # A fake PUD table in the attacker's own page, written from user space.
             fake = win + g.PAGE_SIZE
@@ -112,9 +125,9 @@ class CoverageTarget(Scenario):
         table = k.machine.cpus[0].ttbr1 if kernel else env.state["attacker"].mm.pgd_phys
         for lv in range(geo.start_level, self.level):
             desc = mem.read_u64(table + 8 * geo.index(va, lv))
-            if desc & 0b11 != 0b11:
+            if not k.pgt.pmd_table(desc):
                 return None  # a block or nothing: the level below does not exist here
-            table = desc & PTE_ADDR_MASK
+            table = k.pgt.pmd_page_paddr(desc)
         pa = table + 8 * geo.index(va, self.level)
         if self.where == "swapper" and self.level == 0:
             return k.swapper_pg_dir + 8 * geo.index(va, 0), pa
@@ -131,8 +144,10 @@ class CoverageTarget(Scenario):
             return failed(f"no {name} table on this path in this configuration")
         ptr, _pa = found
         geo = k.machine.geometry
+        if self.level > 0 and _x86_kernel_half(env, va):
+            return self._kernel_alias_trial(env, ptr, va, name)
         if self.level == 0:
-            value = (env.state["fake_pud"] << k.machine.page_shift) | 0b11
+            value = k.pgt.mk_p4d_table(env.state["fake_pud"] << k.machine.page_shift, True)
         else:
             value = kapi.user_rw_entry(env, target, {1: "pud", 2: "pmd", 3: "pte"}[self.level])
         with env.syscall():
@@ -150,6 +165,33 @@ class CoverageTarget(Scenario):
                 "the target through it"
             )
         return failed(f"the rewritten {name} entry is not in effect")
+
+    def _kernel_alias_trial(self, env: AttackEnv, ptr: int, va: int, name: str) -> TrialResult:
+        """x86 kernel-half class: the entry becomes a pkey-0 alias of a live PTE table."""
+        k = env.k
+        lt = env.state["live"]
+        level = {1: "pud", 2: "pmd", 3: "pte"}[self.level]
+        with env.syscall():
+            ArbitraryWrite().write_u64(env, ptr, kapi.kernel_rw_entry(env, lt.table_pfn, level))
+        with env.syscall():
+            flush_tlb_all(k)
+        size = 1 << kapi.level_shift(env, level)
+        alias = (va & ~(size - 1)) | ((lt.table_pfn << k.machine.page_shift) & (size - 1))
+        entry = kapi.user_rw_entry(env, lt.target_pfn, "pte")
+        with env.syscall():
+            ArbitraryWrite().write_u64(env, alias + 8 * lt.slot, entry)
+        return live_table_payoff(
+            env,
+            lt,
+            f"{name} entry of the {self.where} mapping rewritten into a pkey-0 kernel alias "
+            "of a page table (x86: no user alias without U/S at every level), PTE forged "
+            "through it",
+        )
+
+
+def _x86_kernel_half(env: AttackEnv, va: int) -> bool:
+    """``va`` is a kernel-half address on x86 (user access needs U/S at every level)."""
+    return env.k.machine.fmt == "x86" and bool(va >> 63)
 
 
 def _make(cid: str, where: str, level: int, title: str) -> None:
