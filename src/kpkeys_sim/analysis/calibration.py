@@ -27,7 +27,11 @@ Targets:
   pkey register write is ``MSR POR_EL1`` followed by an ``ISB``.
 * ``x86-pks``: a Golden-Cove-class core (Sapphire Rapids, which implements
   PKS) where the register write is ``WRMSR IA32_PKRS`` with no barrier
-  (spec pkeys-hardware.md §3.2, §5.2).
+  (spec pkeys-hardware.md §3.2, §5.2).  It prices the counts of the x86-64
+  kernel model (``bench.TARGET_ARCH``), including the events only x86 emits:
+  ``tlb_shootdown_ipi`` (an assumption; 0 on arm64, which never emits it)
+  and the CPA events, priced with the arm64 ``change_memory_common`` and
+  ``linear_map_split`` constants (``cost.PRICES``).
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ stores through the direct map on the current CPU (``_zero_pages``,
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 from kpkeys_sim.errors import ToolError
 from kpkeys_sim.kernel.config import KernelConfig
@@ -33,7 +34,15 @@ from kpkeys_sim.kernel.mm.pgalloc import pgtable_cache_init
 from kpkeys_sim.kernel.mm.slab import SlabAllocator
 from kpkeys_sim.machine.events import Instrument
 
-__all__ = ["MIN_RAM_SIZE", "boot", "check_ram_size", "init_IRQ", "mm_core_init"]
+__all__ = [
+    "MIN_RAM_SIZE",
+    "ArchBootSteps",
+    "boot",
+    "check_ram_size",
+    "init_IRQ",
+    "mm_core_init",
+    "start_kernel",
+]
 
 #: The smallest DRAM the model kernel boots on (image, vmemmap and tables must fit).
 MIN_RAM_SIZE = 64 << 20
@@ -174,6 +183,50 @@ def init_IRQ(k: Kernel) -> None:
             raise KernelBug(f"init_irq_stacks: no IRQ stack for CPU{cpu.cpu_id}")
         k.irq_stack_ptr.append(p)
     k.printk(f"init_IRQ: {len(k.irq_stack_ptr)} IRQ stacks of {size >> 10}K (vmalloc)")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchBootSteps:
+    """The architecture's parts of ``start_kernel``/``kernel_init`` (arch callbacks)."""
+
+    setup_arch: Callable[[Kernel], None]
+    smp_prepare_boot_cpu: Callable[[Kernel], None]
+    #: ``smp_init`` + the arch's ``smp_cpus_done`` (which runs ``k.smp_cpus_done_hooks``).
+    smp_init: Callable[[Kernel], None]
+    free_initmem: Callable[[Kernel], object]
+    mark_rodata_ro: Callable[[Kernel], None]
+
+
+def start_kernel(
+    k: Kernel,
+    arch: ArchBootSteps,
+    kunit_run_all_tests: Callable[[Kernel], object] | None = None,
+) -> None:
+    """``start_kernel()`` and ``kernel_init()`` from ``sched_init`` on, in ``init/main.c`` order.
+
+    ``sched_init``; ``setup_arch``; ``smp_prepare_boot_cpu``; ``mm_core_init``;
+    ``init_IRQ``; the cred series' init; ``smp_init``; ``do_initcalls`` (the late
+    initcalls); the built-in KUnit tests (``kunit_run_all_tests``, when given);
+    ``free_initmem``; ``mark_rodata_ro``.  The architecture's early boot (its
+    static tables, the MMU on the boot CPU) has run before.
+    """
+    from kpkeys_sim.kernel.cred import install_kpkeys_hardened_cred
+    from kpkeys_sim.kernel.sched import sched_init
+
+    sched_init(k)
+    arch.setup_arch(k)
+    arch.smp_prepare_boot_cpu(k)
+    mm_core_init(k)
+    init_IRQ(k)
+    install_kpkeys_hardened_cred(k)
+    arch.smp_init(k)
+    for hook in list(k.late_initcalls):
+        hook(k)
+    k.printk(f"do_initcalls: {len(k.late_initcalls)} late initcalls")
+    if kunit_run_all_tests is not None:
+        kunit_run_all_tests(k)
+    arch.free_initmem(k)
+    arch.mark_rodata_ro(k)
 
 
 def boot(

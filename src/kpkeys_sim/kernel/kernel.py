@@ -92,11 +92,11 @@ class Kernel:
     # --- memory-management state and hooks (kernel/boot, kernel/mm/{pgtable,pgalloc,
     # linear_map,kernel_pgtables}); set by boot, hooks replaced by kpkeys ------------------
     #: The architecture's page-table format, geometry and memory layout
-    #: (``kernel/arch/pgtable_api.ArchPgtable``; arm64: ``arm64_pgtable.PgtableGeometry``),
-    #: set by boot.
+    #: (``kernel/arch/pgtable_api.ArchPgtable``; arm64: ``arm64_pgtable.PgtableGeometry``,
+    #: x86: ``x86_pgtable.X86PgtableGeometry``), set by boot.
     pgt: ArchPgtable
     #: The architecture's mm functions (``kernel/arch/pgtable_api.ArchMm``; arm64:
-    #: ``arm64_mm.ARM64_MM``), set by boot.
+    #: ``arm64_mm.ARM64_MM``, x86: ``x86_setup.X86Mm``), set by boot.
     arch_mm: ArchMm
     #: ``init_mm`` (its pgd is ``swapper_pg_dir``'s kernel-image VA), set by early boot.
     init_mm: mm_struct

@@ -37,8 +37,10 @@ Model choices (``docs/model-assumptions.md``):
   layout, so its address is ``_data`` (the first page of ``.data``).
 * The v5 write values: a PTE made writable (``pte_mkwrite_novma``: arm64
   ``PTE_WRITE``) and a PMD with the block protection of ``PAGE_KERNEL`` ORed
-  in (``mk_pmd_sect_prot(PAGE_KERNEL)``: arm64 ``PROT_SECT_NORMAL``); the v5
-  test is arm64-only as the series is.
+  in (``mk_pmd_sect_prot(PAGE_KERNEL)``: arm64 ``PROT_SECT_NORMAL``); the
+  series' v5 test is arm64-only.  Every suite is written against ``k.pgt``, so
+  the model also runs it on the x86 port (``_PAGE_RW``; ``_PAGE_PSE`` with
+  the 2 MiB form of ``PAGE_KERNEL``).
 * A v6 helper writes the PUD unconditionally (the v7 fix exists because it
   may be folded): with 64K pages the PUD *is* the ``swapper_pg_dir`` entry,
   which is not protected, so the v6 ``write_direct_map_pgtables`` and the
@@ -364,7 +366,8 @@ def _v6_v7_suite(write_direct_map_pgtables: KunitFn, fourth: KunitCase) -> Kunit
 
 
 def kpkeys_hardened_pgtables_v6_suite() -> KunitSuite:
-    """v6: "kpkeys_hardened_pgtables" (``write_early_kernel_vmap_pte`` is arm64-only)."""
+    """v6: "kpkeys_hardened_pgtables" (``write_early_kernel_vmap_pte``: arm64-only in the
+    series; the model runs it on both kernels)."""
     return _v6_v7_suite(_v6_write_direct_map_pgtables, KUNIT_CASE(write_early_kernel_vmap_pte))
 
 

@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from kpkeys_sim.kernel.arch.pgtable_api import addr_end
 from kpkeys_sim.kernel.mm.addr import (
     __is_lm_address,
     __pa,
@@ -1255,10 +1256,7 @@ class PgtableGeometry:
         """``pte_index(addr)``."""
         return (addr >> self.PAGE_SHIFT) & (self.PTRS_PER_PTE - 1)
 
-    @staticmethod
-    def _addr_end(addr: int, end: int, size: int) -> int:
-        boundary = ((addr + size) & ~(size - 1)) & U64_MAX
-        return boundary if ((boundary - 1) & U64_MAX) < ((end - 1) & U64_MAX) else end
+    _addr_end = staticmethod(addr_end)
 
     def pgd_addr_end(self, addr: int, end: int) -> int:
         """``pgd_addr_end(addr, end)``: the next pgd boundary, capped at ``end``."""

@@ -47,9 +47,8 @@ from collections.abc import Callable, Iterable
 from kpkeys_sim.errors import ToolError
 from kpkeys_sim.kernel.arch.arm64_mm import ARM64_MM
 from kpkeys_sim.kernel.arch.arm64_pgtable import PgtableGeometry
-from kpkeys_sim.kernel.boot import check_ram_size, init_IRQ, mm_core_init
+from kpkeys_sim.kernel.boot import ArchBootSteps, check_ram_size, start_kernel
 from kpkeys_sim.kernel.config import KernelConfig
-from kpkeys_sim.kernel.cred import install_kpkeys_hardened_cred
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.kpkeys.hardened_pgtables import install_kpkeys_hardened_pgtables
 from kpkeys_sim.kernel.mm.kernel_pgtables import (
@@ -70,11 +69,17 @@ from kpkeys_sim.kernel.mm.linear_map import (
     memblock_early_pgtable_alloc,
 )
 from kpkeys_sim.kernel.mm.memblock import Memblock, memblock_add, memblock_reserve
-from kpkeys_sim.kernel.sched import sched_init
 from kpkeys_sim.machine.events import Instrument
 from kpkeys_sim.machine.machine import Machine
 
-__all__ = ["boot_arm64", "paging_init", "setup_arch", "smp_init"]
+__all__ = [
+    "ARM64_BOOT_STEPS",
+    "boot_arm64",
+    "paging_init",
+    "setup_arch",
+    "smp_init",
+    "smp_prepare_boot_cpu",
+]
 
 
 def paging_init(k: Kernel) -> None:
@@ -171,24 +176,31 @@ def boot_arm64(
         f"early_map_kernel: image {img._text:#x}-{img._end - 1:#x} in swapper_pg_dir "
         f"({len(k.static_pgtables)} static tables), MMU on"
     )
-    sched_init(k)
-    setup_arch(k)
+    start_kernel(k, ARM64_BOOT_STEPS, kunit_run_all_tests)
+    return k
+
+
+def smp_prepare_boot_cpu(k: Kernel) -> None:
+    """``smp_prepare_boot_cpu()``: POE on CPU0 when the CPU has it, then the kpkeys hooks."""
     _cpu_enable_features(k, 0)
     k.printk(
-        "smp_prepare_boot_cpu: " + ("POE enabled on CPU0" if machine.has_pkeys else "no FEAT_S1POE")
+        "smp_prepare_boot_cpu: "
+        + ("POE enabled on CPU0" if k.machine.has_pkeys else "no FEAT_S1POE")
     )
     for hook in list(k.smp_prepare_boot_cpu_hooks):
         hook(k)
-    mm_core_init(k)
-    init_IRQ(k)
-    install_kpkeys_hardened_cred(k)
-    smp_init(k)
-    for hook in list(k.late_initcalls):
-        hook(k)
-    k.printk(f"do_initcalls: {len(k.late_initcalls)} late initcalls")
-    if kunit_run_all_tests is not None:
-        kunit_run_all_tests(k)
-    free_initmem(k)
+
+
+def _mark_rodata_ro(k: Kernel) -> None:
     mark_rodata_ro(k)
     k.printk("Write protecting the kernel read-only data: swapper_pg_dir is now read-only")
-    return k
+
+
+#: arm64's parts of ``start_kernel`` (``kernel.boot.start_kernel``).
+ARM64_BOOT_STEPS = ArchBootSteps(
+    setup_arch=setup_arch,
+    smp_prepare_boot_cpu=smp_prepare_boot_cpu,
+    smp_init=smp_init,
+    free_initmem=free_initmem,
+    mark_rodata_ro=_mark_rodata_ro,
+)

@@ -8,7 +8,8 @@ map) is reached through ``<linux/set_memory.h>``.  The model mirrors that with
 two protocols:
 
 * :class:`ArchPgtable` — the per-kernel object ``k.pgt`` built at boot
-  (arm64: :class:`~kpkeys_sim.kernel.arch.arm64_pgtable.PgtableGeometry`).
+  (arm64: :class:`~kpkeys_sim.kernel.arch.arm64_pgtable.PgtableGeometry`; x86:
+  :class:`~kpkeys_sim.kernel.arch.x86_pgtable.X86PgtableGeometry`).
   Geometry and layout constants, address, index and pfn helpers, descriptor
   predicates/modifiers with the kernel's names, table-descriptor builders,
   the vectorised (``numpy.uint64`` array) helpers bulk code uses, the pgprots
@@ -43,10 +44,35 @@ if TYPE_CHECKING:
     from kpkeys_sim.kernel.kernel import Kernel
     from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
 
-__all__ = ["ArchMm", "ArchPgtable", "BoolArray", "U64Array"]
+__all__ = ["LEAF_CENSUS_KEYS", "ArchMm", "ArchPgtable", "BoolArray", "U64Array", "addr_end"]
 
 U64Array = npt.NDArray[np.uint64]
 BoolArray = npt.NDArray[np.bool_]
+
+
+#: Keys of ``ArchMm.linear_map_leaves``: leaves by kind (``pud`` 1G-class blocks,
+#: ``contpmd``, ``pmd``, ``contpte``, ``pte``), non-zero invalid leaves, and the
+#: direct map's table pages by level.
+LEAF_CENSUS_KEYS = (
+    "pud",
+    "contpmd",
+    "pmd",
+    "contpte",
+    "pte",
+    "invalid",
+    "tables_pud",
+    "tables_pmd",
+    "tables_pte",
+)
+
+
+def addr_end(addr: int, end: int, size: int) -> int:
+    """The generic ``pXd_addr_end(addr, end)`` step: the next ``size`` boundary after
+    ``addr``, capped at ``end`` (compared as ``boundary - 1 < end - 1`` so that an
+    ``end`` of 0, the top of the address space, works)."""
+    mask = (1 << 64) - 1
+    boundary = ((addr + size) & ~(size - 1)) & mask
+    return boundary if ((boundary - 1) & mask) < ((end - 1) & mask) else end
 
 
 class ArchPgtable(Protocol):

@@ -44,9 +44,11 @@ pool are init data: they are abandoned at the CR3 switch and freed with
 __end_rodata_hpage_align)`` on the high mapping (CPA processes the direct-map
 alias too, ``cpa_process_alias``), then ``set_memory_nx`` of ``[_etext,
 roundup(_brk_end, PMD_SIZE))``.  The direct map is NX already.
-``free_initmem`` gives the init section to the page allocator; without PTI the
-high mapping of the freed pages stays (``set_memory_np_noalias`` runs only
-with ``X86_FEATURE_PTI``).  ``init_top_pgt`` stays in writable ``.data``:
+``free_initmem`` gives the init section to the page allocator.  Linux removes
+the freed pages' high mapping (``set_memory_np_noalias``) only with
+``X86_FEATURE_PTI``, which the model does not enable, so without kpkeys the
+alias stays; with ``kpkeys_hardened_pgtables`` the port removes it first
+(:func:`free_initmem`, the port's rule).  ``init_top_pgt`` stays in writable ``.data``:
 x86 has no counterpart of arm64's read-only ``swapper_pg_dir``.
 """
 

@@ -12,9 +12,9 @@ Sources: ``arch/x86/mm/init.c`` (``probe_page_size_mask``, ``init_mem_mapping``,
 Shape.  ``probe_page_size_mask``: 2 MiB pages unless debug_pagealloc, 1 GiB
 pages (``direct_gbpages``, GBPAGES assumed) with 2 MiB pages.  The model's
 ``config.linear_map == "pte"`` and the ``k.force_pte_mapping_hooks`` (kpkeys v7
-forces a page-granular linear map) act as debug_pagealloc does: 4 KiB
-everywhere.  x86 has no BBML2/rodata=full constraint: CPA splits live large
-pages without break-before-make (``x86_set_memory``), so
+forces a page-granular linear map, and so does the model's x86 port of v5) act
+as debug_pagealloc does: 4 KiB everywhere.  x86 has no BBML2/rodata=full
+constraint: CPA splits live large pages without break-before-make (``x86_set_memory``), so
 ``config.bbml2_noabort`` and ``config.rodata_full`` do not affect the x86
 direct map.  ``split_mem_range`` cuts a range into a 4K head up to 2 MiB
 alignment, 2 MiB pages up to 1 GiB alignment, 1 GiB pages, a 2 MiB tail and a
@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from kpkeys_sim.kernel.arch.pgtable_api import LEAF_CENSUS_KEYS
 from kpkeys_sim.kernel.arch.x86_pgtable import (
     _PAGE_PSE,
     PAGE_KERNEL,
@@ -429,20 +430,7 @@ def direct_map_leaves(k: Kernel) -> dict[str, int]:
     """
     g = k.pgt
     mem = k.machine.mem
-    out = dict.fromkeys(
-        (
-            "pud",
-            "contpmd",
-            "pmd",
-            "contpte",
-            "pte",
-            "invalid",
-            "tables_pud",
-            "tables_pmd",
-            "tables_pte",
-        ),
-        0,
-    )
+    out = dict.fromkeys(LEAF_CENSUS_KEYS, 0)
     p = np.uint64(1)
     pse = np.uint64(_PAGE_PSE)
     z = np.uint64(0)

@@ -83,6 +83,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
+from kpkeys_sim.kernel.arch.pgtable_api import addr_end
 from kpkeys_sim.kernel.mm.mm_types import (
     VM_EXEC,
     VM_PKEY_BIT0,
@@ -1235,10 +1236,7 @@ class X86PgtableGeometry:
         """``pte_index(addr)``."""
         return (addr >> _PAGE_SHIFT) & 511
 
-    @staticmethod
-    def _addr_end(addr: int, end: int, size: int) -> int:
-        boundary = ((addr + size) & ~(size - 1)) & U64_MAX
-        return boundary if ((boundary - 1) & U64_MAX) < ((end - 1) & U64_MAX) else end
+    _addr_end = staticmethod(addr_end)
 
     def pgd_addr_end(self, addr: int, end: int) -> int:
         """``pgd_addr_end(addr, end)``: the next 512 GiB boundary, capped at ``end``."""

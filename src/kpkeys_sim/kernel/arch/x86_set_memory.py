@@ -45,7 +45,8 @@ Edgecombe's ``set_memory_pks`` was: ``change_page_attr_set_clr`` with
 ``_PAGE_PKEY(pkey)`` / ``_PAGE_PKEY_MASK`` (bits 62:59 of the leaf), only for
 direct-map addresses, 0 without PKS, ``-EINVAL`` for a key ≥ 16.  Because CPA
 processes aliases, the pkey also reaches the high kernel mapping of image
-pages (static tables, freed init pages): no writable alias is left behind.
+pages (the static tables; freed init pages have lost theirs in
+``free_initmem``): no writable alias is left behind.
 Like arm64's, it does not call ``vm_unmap_aliases()`` (the other
 ``set_memory_*`` calls do).  Splits follow the v6 15/30 contract exactly as
 arm64 ``split_kernel_leaf_mapping`` wires it: ``k.prepare_direct_map_split``

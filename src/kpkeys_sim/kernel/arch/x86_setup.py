@@ -209,9 +209,7 @@ def boot_x86(
     ``kunit_run_all_tests(k)`` runs after the initcalls, before
     ``free_initmem()`` and ``mark_rodata_ro()``, as in ``kernel.boot.boot``.
     """
-    from kpkeys_sim.kernel.boot import check_ram_size, init_IRQ, mm_core_init
-    from kpkeys_sim.kernel.cred import install_kpkeys_hardened_cred
-    from kpkeys_sim.kernel.sched import sched_init
+    from kpkeys_sim.kernel.boot import ArchBootSteps, check_ram_size, start_kernel
 
     if config.arch != "x86":
         raise ToolError(f"bad value {config.arch!r} for 'arch': boot_x86 boots x86 only")
@@ -243,18 +241,15 @@ def boot_x86(
         f"startup_64: image {img._text:#x}-{img._end - 1:#x} at {img.pa:#x}, "
         f"{len(k.static_pgtables) + len(k.fixmap_pgtables)} static tables, CR3 = early_top_pgt"
     )
-    sched_init(k)
-    setup_arch(k)
-    smp_prepare_boot_cpu(k)
-    mm_core_init(k)
-    init_IRQ(k)
-    install_kpkeys_hardened_cred(k)
-    smp_init(k)
-    for hook in list(k.late_initcalls):
-        hook(k)
-    k.printk(f"do_initcalls: {len(k.late_initcalls)} late initcalls")
-    if kunit_run_all_tests is not None:
-        kunit_run_all_tests(k)
-    free_initmem(k, img)
-    mark_rodata_ro(k, img)
+    start_kernel(
+        k,
+        ArchBootSteps(
+            setup_arch=setup_arch,
+            smp_prepare_boot_cpu=smp_prepare_boot_cpu,
+            smp_init=smp_init,
+            free_initmem=lambda kk: free_initmem(kk, img),
+            mark_rodata_ro=lambda kk: mark_rodata_ro(kk, img),
+        ),
+        kunit_run_all_tests,
+    )
     return k

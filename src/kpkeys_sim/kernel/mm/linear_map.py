@@ -109,7 +109,7 @@ from kpkeys_sim.kernel.arch.arm64_pgtable import (
     pud_present,
     pud_sect,
 )
-from kpkeys_sim.kernel.arch.pgtable_api import ArchPgtable
+from kpkeys_sim.kernel.arch.pgtable_api import LEAF_CENSUS_KEYS, ArchPgtable
 from kpkeys_sim.kernel.errors import EINVAL, ENOMEM, KernelBug
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.fixmap import (
@@ -1185,20 +1185,7 @@ def linear_map_leaves(k: Kernel) -> dict[str, int]:
     """
     g = k.pgt
     mem = k.machine.mem
-    out = dict.fromkeys(
-        (
-            "pud",
-            "contpmd",
-            "pmd",
-            "contpte",
-            "pte",
-            "invalid",
-            "tables_pud",
-            "tables_pmd",
-            "tables_pte",
-        ),
-        0,
-    )
+    out = dict.fromkeys(LEAF_CENSUS_KEYS, 0)
     mask = np.uint64(PTE_ADDR_MASK)
     shift = g.PAGE_SHIFT
     v = np.uint64(PTE_VALID)

@@ -3,7 +3,8 @@
 Generic code (the kpkeys series, the cred series, the security model)
 imports these; each dispatches to the architecture's implementation
 ``k.arch_mm`` (:class:`~kpkeys_sim.kernel.arch.pgtable_api.ArchMm`; arm64:
-``kernel/mm/linear_map.py``).  Results are 0 or ``-errno``.
+``kernel/mm/linear_map.py``, x86: ``kernel/arch/x86_set_memory.py``).
+Results are 0 or ``-errno``.
 """
 
 from __future__ import annotations
