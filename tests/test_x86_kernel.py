@@ -211,10 +211,13 @@ def test_set_memory_pkey_makes_writes_need_the_pgtables_level(series: str) -> No
 
 @pytest.mark.parametrize(("series", "ram"), [("v6", 256 * MiB), ("v7", 256 * MiB), ("v6", 4 * GiB)])
 def test_every_init_mm_table_has_pkey_1_except_by_design(series: str, ram: int) -> None:
-    """Exceptions: the fixmap tables (spec §3.8); v6's vmemmap tables (not PPA-tracked);
-    init_top_pgt until the generic code calls the x86 static-table hook; under v7 the
-    high-mapping split table made while protecting the static tables (allocated before
-    the generic code installs the kpkeys allocator hooks)."""
+    """Exceptions: the fixmap tables (spec §3.8) and v6's vmemmap tables (not PPA-tracked).
+
+    ``init_top_pgt`` is protected (x86 keeps it writable, so the port's
+    static-table hook covers it), and under v7 so is the high-mapping split
+    table made while protecting the static tables (v7 installs the allocator
+    hooks before that step).
+    """
     k = _boot(ram, series=series)
     g = k.pgt
     img = _img(k)
@@ -225,18 +228,47 @@ def test_every_init_mm_table_has_pkey_1_except_by_design(series: str, ram: int) 
     if series == "v6":
         expected |= set(k.vmemmap_pgtables)
     unprotected = {pfn for pfn in tables if _pkey(k, g.va(pfn << 12)) != 1}
-    known_gaps = unprotected - expected
-    if not hasattr(k.arch_mm, "arch_kpkeys_protect_static_pgtables") or root in known_gaps:
-        known_gaps.discard(root)
+    assert unprotected - expected == set()
+    assert root not in unprotected
     if series == "v7":
         l2 = k.machine.mem.frame_ro(g.pa_symbol(img.level2_kernel_pgt) >> 12)
         split = int(l2[g.pmd_index(img._sdata)])
-        if not split & _PAGE_PSE:
-            known_gaps.discard((split & PTE_PFN_MASK) >> 12)
-    assert known_gaps == set()
+        assert not split & _PAGE_PSE  # the .data leaf was split ...
+        assert (split & PTE_PFN_MASK) >> 12 not in unprotected  # ... with a protected table
     assert fixmap <= unprotected
     for va in img.static_pgtables[1:]:
         assert _pkey(k, va) == 1  # the high alias too (CPA alias processing)
+
+
+def test_v7_split_table_unprotected_if_hooks_come_after_the_static_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Mutation: installing v7's allocator hooks after the static-table step (the old
+    order) leaves the .data high-mapping split table with pkey 0."""
+    from kpkeys_sim.kernel.kpkeys import hardened_pgtables as hp
+
+    real = hp._install_allocator_hooks
+    calls: list[int] = []
+
+    def late(kk: object) -> None:
+        calls.append(1)
+
+    orig_protect = hp.arch_kpkeys_protect_static_pgtables
+
+    def protect_then_install(kk: Kernel) -> None:
+        orig_protect(kk)
+        real(kk)
+
+    monkeypatch.setattr(hp, "_install_allocator_hooks", late)
+    monkeypatch.setattr(hp, "arch_kpkeys_protect_static_pgtables", protect_then_install)
+    k = _boot(256 * MiB, series="v7")
+    assert calls
+    g = k.pgt
+    img = _img(k)
+    l2 = k.machine.mem.frame_ro(g.pa_symbol(img.level2_kernel_pgt) >> 12)
+    split = int(l2[g.pmd_index(img._sdata)])
+    assert not split & _PAGE_PSE
+    assert _pkey(k, g.va(split & PTE_PFN_MASK)) == 0
 
 
 def test_negative_control_without_the_feature_tables_are_writable() -> None:
