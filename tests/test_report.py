@@ -21,7 +21,7 @@ from test_run_cmd import run_cli, shared_quick_run
 CHROMIUM = Path("/usr/bin/chromium")
 PREFIX = "kpkeys-sim: error: "
 #: Section id -> number of figures it shows when its part of the run is ok.
-FIGURES = {"bench": 1, "breakdown": 2, "v6v7": 1, "attack": 1, "pba": 1}
+FIGURES = {"bench": 1, "breakdown": 2, "v6v7": 1, "v6v7-other": 1, "attack": 1, "pba": 1}
 #: Section id -> the run section whose status decides what it shows.
 STATUS_OF = {"breakdown": "bench"}
 SECTIONS = [
@@ -33,6 +33,7 @@ SECTIONS = [
     "bench",
     "breakdown",
     "v6v7",
+    "v6v7-other",
     "attack",
     "pba",
     "assumptions",
@@ -208,6 +209,137 @@ def test_report_shows_assumptions_and_calibration_sources(run_dir: Path) -> None
     assert "Model assumptions" in text
     assert "pkey_reg_write" in text and "isb" in text
     assert "Neoverse" in text  # the arm64 target's source
+
+
+class _Tables(HTMLParser):
+    """Collects the cells of the <table> whose id is ``wanted``: a list of rows of cell texts."""
+
+    def __init__(self, wanted: str) -> None:
+        super().__init__()
+        self.wanted = wanted
+        self.rows: list[list[str]] = []
+        self._inside = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and dict(attrs).get("id") == self.wanted:
+            self._inside = True
+        elif self._inside and tag == "tr":
+            self.rows.append([])
+        elif self._inside and tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self._inside = False
+        elif self._inside and tag in ("td", "th") and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def side_by_side(html: str) -> list[list[str]]:
+    """The rows (header first) of the report's arm64-vs-x86 v6/v7 table."""
+    t = _Tables("v6v7-targets")
+    t.feed(html)
+    return t.rows
+
+
+V6V7_HEADER = [
+    "benchmark",
+    "v6 arm64-poe",
+    "v7 arm64-poe",
+    "v6 x86-pks",
+    "v7 x86-pks",
+    "comparison",
+]
+
+
+@pytest.mark.slow
+def test_v6v7_on_both_architectures(run_dir: Path) -> None:
+    """The run compares v6 with v7 on arm64-poe and on x86-pks, and shows them side by side."""
+    assert statuses(run_dir)["v6v7-other"] == "ok"
+    doc = json.loads((run_dir / "results.json").read_text())
+    by_exp: dict[str, list[dict[str, Any]]] = {}
+    for r in doc["rows"]:
+        by_exp.setdefault(r["experiment"], []).append(r)
+    mine, other = by_exp["main/v6v7"], by_exp["main/v6v7-other"]
+    assert {r["config"]["target"] for r in mine} == {"arm64-poe"}
+    assert {r["config"]["arch"] for r in mine} == {"arm64"}
+    assert {r["config"]["target"] for r in other} == {"x86-pks"}
+    assert {r["config"]["arch"] for r in other} == {"x86"}
+
+    def cells(rows: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {(r["results"]["label"], r["results"]["config"]) for r in rows}
+
+    assert cells(mine) == cells(other)  # the same suite on both targets
+    assert {c for _, c in cells(other)} == {"baseline-bbml2", "v6", "v7"}
+
+    html = (run_dir / "report.html").read_text()
+    text = parse(html).sections["v6v7-other"]["text"]
+    assert "v6 vs v7 on the other architecture (x86-pks)" in text
+    assert "arm64 POE and x86 PKS side by side" in text
+    table = side_by_side(html)
+    assert table[0] == V6V7_HEADER
+    labels = {lb for lb, _ in cells(mine)}
+    assert len(table) == 1 + len(labels) + 1  # header, one row per benchmark, the geomean
+    assert table[-1][0] == "geomean"
+    pct = re.compile(r"[+-]\d+\.\d\d%")
+    for row in table[1:]:
+        assert len(row) == len(V6V7_HEADER)
+        assert all(pct.fullmatch(c) for c in row[1:5]), row
+        assert re.fullmatch(
+            r"v7 − v6: [+-]\d+\.\d pp on arm64-poe vs [+-]\d+\.\d pp on x86-pks "
+            r"\((larger on (arm64-poe|x86-pks)|about the same)\)",
+            row[5],
+        ), row[5]
+    # the cells are the suites' overheads (kernbench: one benchmark, one row)
+    kb = next(row for row in table if row[0] == "kernbench syst")
+    for i, (exp, cfg) in enumerate(
+        [
+            ("main/v6v7", "v6"),
+            ("main/v6v7", "v7"),
+            ("main/v6v7-other", "v6"),
+            ("main/v6v7-other", "v7"),
+        ]
+    ):
+        (res,) = [
+            r["results"]
+            for r in by_exp[exp]
+            if r["results"]["label"] == "kernbench syst" and r["results"]["config"] == cfg
+        ]
+        assert kb[1 + i] == f"{res['overhead_pct']:+.2f}%"
+
+
+@pytest.mark.slow
+def test_v6v7_side_by_side_puts_arm64_first_on_an_x86_machine(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    """With x86-pks as the default machine's suite, the columns are still arm64 then x86."""
+    db = tmp_path / "swapped.sqlite"
+    shutil.copy(run_dir / "results.sqlite", db)
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "UPDATE results SET experiment = CASE experiment WHEN 'main/v6v7' THEN "
+        "'main/v6v7-other' ELSE 'main/v6v7' END "
+        "WHERE experiment IN ('main/v6v7', 'main/v6v7-other')"
+    )
+    conn.commit()
+    conn.close()
+    out = tmp_path / "swapped.html"
+    assert run_cli(["report", str(db), "--html", str(out)])[0] == 0
+    html = out.read_text()
+    assert side_by_side(html) == side_by_side((run_dir / "report.html").read_text())
+    dom = parse(html)
+    assert "x86-pks (this run's default machine)" in dom.sections["v6v7-other"]["text"]
+    assert "v6 vs v7 on the other architecture (arm64-poe)" in dom.sections["v6v7-other"]["text"]
+    code, stdout, _ = run_cli(["report", str(db)])
+    assert code == 0
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("v6 vs v7 on ")]
+    assert [ln.split(" (")[0] for ln in lines] == ["v6 vs v7 on x86-pks", "v6 vs v7 on arm64-poe"]
 
 
 # --- regeneration and comparison --------------------------------------------------------------

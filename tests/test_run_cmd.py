@@ -98,6 +98,12 @@ def test_quick_run_prints_a_summary(quick_run: tuple[Path, int, str, str]) -> No
     trials = DEFAULT_CAMPAIGN_TRIALS // 2
     assert lines[0].startswith(f"kpkeys-sim run (seed 0, quick: small workloads, {trials} trials")
     assert "  architecture vectors: 62/62 pass" in lines
+    v6v7 = [ln for ln in lines if ln.startswith("  v6 vs v7 on ")]
+    assert [ln.split(" (")[0] for ln in v6v7] == [
+        "  v6 vs v7 on arm64-poe",
+        "  v6 vs v7 on x86-pks",
+    ], v6v7
+    assert all("v6 " in ln and "v7 " in ln and "geomean" in ln for ln in v6v7)
     assert lines[-2].startswith(f"wrote {out}/: report.html results.sqlite results.json")
     assert lines[-1] == f"open {out / 'report.html'}"
     for sid, sec in _sections(out).items():
@@ -152,6 +158,17 @@ def test_same_seed_gives_byte_identical_outputs(
 
 
 # --- the output directory ---------------------------------------------------------------------
+
+
+def test_the_other_architecture() -> None:
+    """The v6v7-other stage runs the target of the architecture the default machine is not."""
+    assert mainjob._other_target(DEFAULT_CONFIG) == "x86-pks"
+    assert mainjob._other_target(DEFAULT_CONFIG.replace(arch="x86")) == "arm64-poe"
+    assert mainjob._target(DEFAULT_CONFIG.replace(arch="x86")) == "x86-pks"
+    ids = [s.id for s in STAGES]
+    assert ids.index("v6v7-other") == ids.index("v6v7") + 1
+    weights = {s.id: s.weight for s in STAGES}
+    assert weights["v6v7-other"] >= weights["v6v7"]  # x86 runs a little longer
 
 
 def _fast_stages(monkeypatch: pytest.MonkeyPatch) -> None:

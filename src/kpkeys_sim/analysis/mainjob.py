@@ -8,18 +8,22 @@ writes nothing; :func:`write_report_dir` does that, atomically.
 
 Stages (each one calls the layer that owns the work, never a copy of it):
 
-=========  ===================================================================
-``arch``   the spec §4 pkey-architecture vectors (``machine/arch/vectors``)
-``boot``   boot the default machine and the comparison configurations of the
-           benchmark matrix (``kernel/boot``), with their boot logs
-``kunit``  the series' KUnit suites for v5, v6 and v7 (``kunit/runner``)
-``bench``  the series-v5 benchmark matrix (``analysis/bench.run_suite``)
-``v6v7``   the v6-vs-v7 comparison (``analysis/bench.compare_v6_v7``)
-``attack`` the default attack campaign: every scenario under every defense
-           (``security/campaign.run_campaign``)
-``pba``    the pkeys block allocator over a run of the default machine:
-           kernbench, fork, vmalloc, with ``drop_caches`` between phases
-=========  ===================================================================
+==============  ==================================================================
+``arch``        the spec §4 pkey-architecture vectors (``machine/arch/vectors``)
+``boot``        boot the default machine and the comparison configurations of the
+                benchmark matrix (``kernel/boot``), with their boot logs
+``kunit``       the series' KUnit suites for v5, v6 and v7 (``kunit/runner``)
+``bench``       the series-v5 benchmark matrix (``analysis/bench.run_suite``)
+``v6v7``        the v6-vs-v7 comparison (``analysis/bench.compare_v6_v7``) on the
+                default machine's architecture
+``v6v7-other``  the same comparison on the other architecture (x86-pks when the
+                default machine is arm64, arm64-poe when it is x86), so POE and PKS
+                can be compared side by side
+``attack``      the default attack campaign: every scenario under every defense
+                (``security/campaign.run_campaign``)
+``pba``         the pkeys block allocator over a run of the default machine:
+                kernbench, fork, vmalloc, with ``drop_caches`` between phases
+==============  ==================================================================
 
 A stage whose layer is not part of this version of the model (its module
 cannot be imported) is recorded as *unavailable* with what is missing, and
@@ -193,6 +197,11 @@ def _target(cfg: KernelConfig) -> str:
     return "arm64-poe" if cfg.arch == "arm64" else "x86-pks"
 
 
+def _other_target(cfg: KernelConfig) -> str:
+    """The benchmark target of the architecture the default machine is not."""
+    return "x86-pks" if cfg.arch == "arm64" else "arm64-poe"
+
+
 # --- stages -----------------------------------------------------------------------------------
 
 
@@ -364,6 +373,14 @@ def _stage_v6v7(opts: MainJobOptions, progress: _StageProgress) -> _StageOutput:
     )
     res = compare(_target(opts.config), opts.seed, opts.scale.size, progress=progress)
     return _StageOutput(_bench_rows("main/v6v7", res))
+
+
+def _stage_v6v7_other(opts: MainJobOptions, progress: _StageProgress) -> _StageOutput:
+    compare = _need(
+        "kpkeys_sim.analysis.bench", "compare_v6_v7", "the v6-vs-v7 comparison (analysis/bench.py)"
+    )
+    res = compare(_other_target(opts.config), opts.seed, opts.scale.size, progress=progress)
+    return _StageOutput(_bench_rows("main/v6v7-other", res))
 
 
 def _stage_attack(opts: MainJobOptions, progress: _StageProgress) -> _StageOutput:
@@ -593,6 +610,12 @@ STAGES: tuple[_Stage, ...] = (
     _Stage("kunit", "KUnit results", 2, _stage_kunit),
     _Stage("bench", "Benchmark matrix (series v5)", 30, _stage_bench),
     _Stage("v6v7", "v6 vs v7 (block vs PTE linear map)", 28, _stage_v6v7),
+    _Stage(
+        "v6v7-other",
+        "v6 vs v7 on the other architecture (x86-pks on arm64, arm64-poe on x86)",
+        30,
+        _stage_v6v7_other,
+    ),
     _Stage("attack", "Attack matrix", 12, _stage_attack),
     _Stage("pba", "PBA over the run", 3, _stage_pba),
 )

@@ -15,7 +15,10 @@ report reads from them:
 ``main/kunit``   ``results``: ``series``, ``ktap``, counts, ``suites``
 ``main/bench``   ``results``: a bench row (``analysis/bench.py``, verbose) plus
                  ``label``, ``is_baseline``
-``main/v6v7``    the same, for the v6-vs-v7 suite
+``main/v6v7``    the same, for the v6-vs-v7 suite on the default machine's target
+``main/v6v7-other``  the same suite on the other target (x86-pks for an arm64
+                 machine, arm64-poe for an x86 one); the report puts the two
+                 targets' v6 and v7 overheads side by side
 ``main/attack``  ``results``: a campaign cell plus ``explanation``
 ``main/attack-exposure``  ``results``: an S14 exposure row
 ``main/pba``     ``results``: ``samples``, ``markers``, ``stats``
@@ -61,9 +64,16 @@ SECTIONS: dict[str, str] = {
     "kunit": "KUnit results",
     "bench": "Benchmark matrix (series v5)",
     "v6v7": "v6 vs v7 (block vs PTE linear map)",
+    "v6v7-other": "v6 vs v7 on the other architecture",
     "attack": "Attack matrix",
     "pba": "PBA over the run",
 }
+
+#: v6-vs-v7 section id -> its experiment.
+_V6V7_EXPERIMENTS = {"v6v7": "main/v6v7", "v6v7-other": "main/v6v7-other"}
+
+#: The benchmark targets, in the order the side-by-side comparison shows them.
+_TARGETS = ("arm64-poe", "x86-pks")
 
 _TOC = [
     ("summary", "Summary"),
@@ -74,6 +84,7 @@ _TOC = [
     ("bench", "Benchmark matrix"),
     ("breakdown", "Where the overhead comes from"),
     ("v6v7", "v6 vs v7 (block vs PTE linear map)"),
+    ("v6v7-other", "v6 vs v7 on the other architecture"),
     ("attack", "Attack matrix"),
     ("pba", "PBA over the run"),
     ("assumptions", "Assumptions and calibration"),
@@ -398,10 +409,39 @@ def _breakdown(
     }
 
 
-def _v6v7(d: _Data) -> dict[str, Any] | None:
-    rows = _bench_rows(d, "main/v6v7")
+def _target_of(rows: Sequence[ResultRow]) -> str:
+    """The benchmark target (``arm64-poe`` or ``x86-pks``) of a suite's rows."""
+    return str(rows[0].config.get("target", "?")) if rows else "?"
+
+
+def _v6v7_intro(target: str, base_cfg: Sequence[str]) -> str:
+    if target == "x86-pks":
+        return (
+            "The same benchmarks on the x86-64 kernel model, with the kpkeys design ported to "
+            "PKS (IA32_PKRS) and priced with the x86 calibration table. The feature-off kernel "
+            "keeps a direct map of 1 GiB and 2 MiB pages ("
+            + ", ".join(base_cfg)
+            + "); x86 has no BBML2 constraint, CPA splits large pages in place. v6 keeps the "
+            "large pages and allocates page tables from the pkeys block allocator; v7 forces a "
+            "4 KiB direct map, so its overhead includes the TLB-reach cost of mapping kernel "
+            "data with 4K translations (analysis/tlb_reach.py)."
+        )
+    return (
+        "The same benchmarks on a BBML2_NOABORT system, where the feature-off kernel keeps "
+        "a block-mapped linear map ("
+        + ", ".join(base_cfg)
+        + "). v6 keeps the blocks and allocates page tables from the pkeys block "
+        "allocator; v7 forces a PTE-mapped linear map, so its overhead includes the "
+        "TLB-reach cost of mapping kernel data with 4K translations (analysis/tlb_reach.py)."
+    )
+
+
+def _v6v7(d: _Data, sid: str) -> dict[str, Any] | None:
+    """The v6-vs-v7 section ``sid`` (one target's suite): figure, numbers, TLB-reach table."""
+    rows = _bench_rows(d, _V6V7_EXPERIMENTS[sid])
     if not rows:
         return None
+    target = _target_of(rows)
     configs = _configs_in_order(rows)
     feature = [c for c in configs if not _is_baseline(rows, c)]
     base_cfg = [c for c in configs if c not in feature]
@@ -411,8 +451,8 @@ def _v6v7(d: _Data) -> dict[str, Any] | None:
         _config_title(d, c): [float(by[(lb, c)]["overhead_pct"]) for lb in labels] for c in feature
     }
     fig = plots.grouped_hbar_svg(
-        "v6v7-overhead",
-        "v6 vs v7: overhead (%)",
+        f"{sid}-overhead",
+        f"v6 vs v7 on {target}: overhead (%)",
         [_chart_label(lb) for lb in labels],
         series,
         "overhead (%) vs the block-mapped, feature-off baseline",
@@ -450,21 +490,110 @@ def _v6v7(d: _Data) -> dict[str, Any] | None:
             cells.append(_pct(100.0 * extra / base))
         reach_rows.append(cells)
     return {
-        "intro": (
-            "The same benchmarks on a BBML2_NOABORT system, where the feature-off kernel keeps "
-            "a block-mapped linear map ("
-            + ", ".join(base_cfg)
-            + "). v6 keeps the blocks and allocates page tables from the pkeys block "
-            "allocator; v7 forces a PTE-mapped linear map, so its overhead includes the "
-            "TLB-reach cost of mapping kernel data with 4K translations (analysis/tlb_reach.py)."
-        ),
+        "target": target,
+        "intro": _v6v7_intro(target, base_cfg),
         "figures": [
-            {"svg": fig, "caption": "v6 vs v7 overhead against the block-mapped baseline."}
+            {
+                "svg": fig,
+                "caption": f"v6 vs v7 overhead on {target} against the block-mapped baseline.",
+            }
         ],
         "headers": headers,
         "rows": table,
         "reach": {"headers": reach_headers, "rows": reach_rows},
     }
+
+
+def _overheads_by(rows: Sequence[ResultRow]) -> dict[tuple[str, str], float]:
+    """(benchmark label, configuration) -> overhead (%) of one suite's rows."""
+    return {
+        (_bench_label(r.results), r.results["config"]): float(r.results["overhead_pct"])
+        for r in rows
+    }
+
+
+def _side_by_side(d: _Data) -> dict[str, Any] | None:
+    """v6 and v7 overheads on both targets, one row per benchmark, with a generated comparison.
+
+    Needs both v6-vs-v7 suites, on two different targets; the columns are in
+    :data:`_TARGETS` order (arm64-poe first) whichever the default machine is.
+    """
+    suites: dict[str, list[ResultRow]] = {}
+    for exp in _V6V7_EXPERIMENTS.values():
+        rows = _bench_rows(d, exp)
+        if rows:
+            suites[_target_of(rows)] = rows
+    targets = [t for t in _TARGETS if t in suites]
+    targets += sorted(t for t in suites if t not in targets)
+    if len(targets) < 2:
+        return None
+    per = {t: _overheads_by(suites[t]) for t in targets}
+    feature_by = {
+        t: [c for c in _configs_in_order(suites[t]) if not _is_baseline(suites[t], c)]
+        for t in targets
+    }
+    feature = [c for c in feature_by[targets[0]] if all(c in feature_by[t] for t in targets)]
+    labels = [
+        lb
+        for lb in _labels_in_order(suites[targets[0]])
+        if all((lb, c) in per[t] for t in targets for c in feature)
+    ]
+    if not feature or not labels:
+        return None
+    headers = ["benchmark", *[f"{c} {t}" for t in targets for c in feature], "comparison"]
+    table = []
+    for lb in labels:
+        cells = [_chart_label(lb)]
+        cells += [_pct(per[t][(lb, c)]) for t in targets for c in feature]
+        cells.append(
+            _compare_line([{c: per[t][(lb, c)] for c in feature} for t in targets], targets)
+        )
+        table.append(cells)
+    gmean = [
+        {c: _geomean_overhead([per[t][(lb, c)] for lb in labels]) for c in feature} for t in targets
+    ]
+    table.append(
+        ["geomean", *[_pct(g[c]) for g in gmean for c in feature], _compare_line(gmean, targets)]
+    )
+    role = {
+        t: "this run's default machine"
+        if suites[t][0].experiment == "main/v6v7"
+        else "the other architecture"
+        for t in targets
+    }
+    return {
+        "intro": (
+            "The same v6-vs-v7 suite, seed and workload size on both targets, each against its "
+            "own feature-off, large-page baseline: "
+            + " and ".join(f"{t} ({role[t]})" for t in targets)
+            + ". The last column compares the two targets per benchmark; pp is percentage "
+            "points of overhead."
+        ),
+        "headers": headers,
+        "rows": table,
+    }
+
+
+def _compare_line(values: Sequence[Mapping[str, float]], targets: Sequence[str]) -> str:
+    """One benchmark's comparison: the cost of v7 over v6 on each target, and which is higher.
+
+    ``values[i]`` maps configuration -> overhead (%) on ``targets[i]``.
+    """
+    configs = list(values[0])
+    if len(configs) >= 2:
+        a, b = configs[0], configs[-1]
+        gaps = [v[b] - v[a] for v in values]
+        text = f"{b} − {a}: " + " vs ".join(
+            f"{g:+.1f} pp on {t}" for g, t in zip(gaps, targets, strict=True)
+        )
+        worst = max(range(len(gaps)), key=lambda i: gaps[i])
+        if len(gaps) == 2 and abs(gaps[0] - gaps[1]) < 0.5:
+            return text + " (about the same)"
+        return text + f" (larger on {targets[worst]})"
+    c = configs[0]
+    return f"{c}: " + " vs ".join(
+        f"{_pct(v[c])} on {t}" for v, t in zip(values, targets, strict=True)
+    )
 
 
 def _leaves(counts: Mapping[str, int]) -> str:
@@ -692,8 +821,9 @@ def _summary_of(d: _Data, sid: str) -> list[str]:
         return ["KUnit: " + "; ".join(parts)] if parts else []
     if sid == "bench":
         return _summary_bench(d, "main/bench", "overhead")
-    if sid == "v6v7":
-        return _summary_bench(d, "main/v6v7", "v6 vs v7")
+    if sid in _V6V7_EXPERIMENTS:
+        rows = _bench_rows(d, _V6V7_EXPERIMENTS[sid])
+        return _summary_bench(d, _V6V7_EXPERIMENTS[sid], f"v6 vs v7 on {_target_of(rows)}")
     if sid == "attack":
         return _summary_attack(d)
     if sid == "pba":
@@ -787,7 +917,9 @@ def render_report(store: ResultStore) -> str:
         "kunit": _kunit(d),
         "bench": bench,
         "breakdown": breakdown,
-        "v6v7": _v6v7(d),
+        "v6v7": _v6v7(d, "v6v7"),
+        "v6v7_other": _v6v7(d, "v6v7-other"),
+        "side_by_side": _side_by_side(d),
         "attack": _attack(d),
         "pba": _pba(d),
         "calibration": _calibration(d),

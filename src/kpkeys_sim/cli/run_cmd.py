@@ -1,11 +1,13 @@
 """``kpkeys-sim run``: the main job, end to end (what ``make run`` runs).
 
 Boots the default machine and the comparison configurations, runs the KUnit
-suites, the benchmark matrix, the v6-vs-v7 comparison, the attack campaign
-and the PBA run (:mod:`kpkeys_sim.analysis.mainjob`), then writes the report
-directory and prints a short summary.  Progress is shown on a terminal only.
-Bad input (a config file, a seed, an output directory we may not write) is
-one line and exit status 2, before anything runs; nothing is written.
+suites, the benchmark matrix, the v6-vs-v7 comparison (on the default
+machine's architecture and on the other one: arm64 POE and x86 PKS side by
+side), the attack campaign and the PBA run (:mod:`kpkeys_sim.analysis.mainjob`),
+then writes the report directory and prints a short summary.  Progress is
+shown on a terminal only.  Bad input (a config file, a seed, an output
+directory we may not write) is one line and exit status 2, before anything
+runs; nothing is written.
 """
 
 from __future__ import annotations
@@ -40,8 +42,9 @@ _HELP = """Run everything the model can do end to end and write a report.
 Boots the default machine (arm64 POE, 4K pages, v6 block-mapped linear map
 with the PBA, lazy-MMU batching) and the comparison configurations; runs the
 KUnit suites (v5, v6, v7), the series-v5 benchmark matrix, the v6-vs-v7
-comparison, the default attack campaign and the PBA over a run; prints a
-short summary and writes into --out DIR:
+comparison on arm64-poe and on x86-pks (side by side), the default attack
+campaign and the PBA over a run; prints a short summary and writes into
+--out DIR:
   report.html      the report (one self-contained page, no JavaScript)
   results.sqlite   the results store (kpkeys-sim report DB regenerates the page)
   results.json     the same content as the store, as JSON
