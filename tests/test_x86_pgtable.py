@@ -331,7 +331,8 @@ def test_pfn_pte_round_trip(pfn: int, prot_src: int) -> None:
     prot = x.pte_pgprot(prot_src)
     pte = G.pfn_pte(pfn, prot)
     assert G.pte_pfn(pte) == pfn and x.pte_pgprot(pte) == prot
-    assert G.pte_advance_pfn(pte, 3) == G.pfn_pte(pfn + 3, prot)
+    if pfn + 3 < 1 << 40:  # advancing past the 52-bit physical address space overflows
+        assert G.pte_advance_pfn(pte, 3) == G.pfn_pte(pfn + 3, prot)
 
 
 @given(x86_descriptors, x86_keys)

@@ -170,10 +170,42 @@ class Machine:
         """
         if el is None:
             el = cpu.el
-        e = self.tlbs[cpu.cpu_id].lookup(va, cpu.asid if va >> 63 == 0 else GLOBAL_ASID)
-        if e is None:
+        # TLB.lookup(va, asid), inlined (hot path: every checked access)
+        tlb = self.tlbs[cpu.cpu_id]
+        buckets = tlb._buckets
+        g = buckets.get(GLOBAL_ASID)
+        asid = cpu.asid if va >> 63 == 0 else GLOBAL_ASID
+        a = buckets.get(asid) if asid != GLOBAL_ASID else None
+        e = None
+        for i, shift in tlb._shifts:
+            vpn = va >> shift
+            e = g[i].get(vpn) if g is not None else None
+            if e is None and a is not None:
+                e = a[i].get(vpn)
+            if e is not None:
+                tlb.hits += 1
+                break
+        else:
+            tlb.misses += 1
             e = self._walk_fill(cpu, va, access, el)
-        self.check(cpu, e, va, access, el, unprivileged)
+        # check(), inlined for an allowed access in the verdict cache; anything
+        # else (a cache miss, a denial) goes through check() itself.
+        table = cpu.verdicts
+        if (
+            table is None
+            or table.get(
+                (
+                    e.attr_key
+                    | _ACCESS_BITS[access]
+                    | el << _EL_SHIFT
+                    | unprivileged << _UNPRIV_SHIFT,
+                    cpu.pkey_reg_effective,
+                    cpu.user_pkey_reg_effective,
+                )
+            )
+            is not _ALLOW
+        ):
+            self.check(cpu, e, va, access, el, unprivileged)
         pa = e.oa_base + (va & ((1 << e.size_shift) - 1))
         if self.stage2 is not None:
             self.stage2(cpu, va, pa, access, el)
@@ -291,7 +323,10 @@ class Machine:
         is a copy (no read-only view of the frame is made).
         """
         pa = self.translate(cpu, va, "R")
-        frame = self.mem.frame_ro(pa >> self.page_shift)
+        mem = self.mem
+        frame = mem._frames.get(pa >> self.page_shift)  # mem.frame_ro(), inlined
+        if frame is None:
+            frame = mem.frame_ro(pa >> self.page_shift)
         i = (pa & (self.page_size - 1)) >> 3
         if i + n > len(frame):
             raise ValueError(f"{n} entries at {va:#x} cross a page boundary")
@@ -305,7 +340,10 @@ class Machine:
         page's alias; emits ``pt_write`` with the number of entries.
         """
         pa = self.translate(cpu, va, "W")
-        frame = self.mem.frame(pa >> self.page_shift)
+        mem = self.mem
+        frame = mem._frames.get(pa >> self.page_shift)  # mem.frame(), inlined
+        if frame is None:
+            frame = mem.frame(pa >> self.page_shift)
         i = (pa & (self.page_size - 1)) >> 3
         n = len(values) if isinstance(values, np.ndarray) else count
         if i + n > len(frame):

@@ -57,7 +57,7 @@ from enum import IntEnum
 from types import TracebackType
 from typing import ClassVar
 
-from kpkeys_sim.kernel.arch import arch_kpkeys_enabled, kpkeys_arch
+from kpkeys_sim.kernel.arch import _LOADED, arch_kpkeys_enabled, kpkeys_arch
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.machine.events import declare_event
@@ -179,9 +179,14 @@ def _set_level(k: Kernel, level: KpkeysLevel, skip_unchanged: bool) -> int:
             f"[KPKEYS_LVL_MIN, KPKEYS_LVL_MAX] = [0, {int(KPKEYS_LVL_PGTABLES)}]: "
             "the cred levels are not configured (kpkeys_cred_levels = false)"
         )
-    reg = kpkeys_arch(k).arch_kpkeys_set_level(k, level, skip_unchanged)
+    m = k.machine
+    # kpkeys_arch(k), inlined (hot path: every switching guard and lazy-MMU section)
+    ops = _LOADED.get(m.arch.name) or kpkeys_arch(k)
+    reg = ops.arch_kpkeys_set_level(k, level, skip_unchanged)
     if reg != KPKEYS_PKEY_REG_INVAL:
-        k.machine.emit(KPKEYS_SET_LEVEL)
+        ins = m.instruments
+        if ins.active:
+            ins.emit(KPKEYS_SET_LEVEL)
     return reg
 
 
@@ -202,7 +207,18 @@ def kpkeys_set_level(k: Kernel, level: KpkeysLevel) -> int:
     """
     if type(level) is not KpkeysLevel:
         raise _not_a_level("kpkeys_set_level", level)
-    return _set_level(k, level, k.config.skip_unchanged_pkey_writes)
+    cfg = k.config
+    if level > KPKEYS_LVL_PGTABLES and not cfg.kpkeys_cred_levels:
+        return _set_level(k, level, cfg.skip_unchanged_pkey_writes)  # raises ValueError
+    # _set_level(), inlined (hot path: the lazy-MMU hooks and the PBA's zeroing)
+    m = k.machine
+    ops = _LOADED.get(m.arch.name) or kpkeys_arch(k)
+    reg = ops.arch_kpkeys_set_level(k, level, cfg.skip_unchanged_pkey_writes)
+    if reg != KPKEYS_PKEY_REG_INVAL:
+        ins = m.instruments
+        if ins.active:
+            ins.emit(KPKEYS_SET_LEVEL)
+    return reg
 
 
 #: v7 name (spec §1.9); the same function.
@@ -216,8 +232,11 @@ def kpkeys_restore_pkey_reg(k: Kernel, reg: int) -> None:
     restore (arm64: MSR POR_EL1 + ISB).
     """
     if reg != KPKEYS_PKEY_REG_INVAL:
-        kpkeys_arch(k).arch_kpkeys_restore_pkey_reg(k, reg)
-        k.machine.emit(KPKEYS_RESTORE)
+        m = k.machine
+        (_LOADED.get(m.arch.name) or kpkeys_arch(k)).arch_kpkeys_restore_pkey_reg(k, reg)
+        ins = m.instruments
+        if ins.active:
+            ins.emit(KPKEYS_RESTORE)
 
 
 # --- v8 context API (spec §1.10) ---------------------------------------------------------
@@ -316,7 +335,9 @@ class _CondGuard(KpkeysGuard):
     def __enter__(self) -> KpkeysGuard:
         k = self._k
         if self._cond(k):
-            k.machine.emit(KPKEYS_GUARD_ENTER)
+            ins = k.machine.instruments
+            if ins.active:
+                ins.emit(KPKEYS_GUARD_ENTER)
             self._state = _set_level(k, self._level, k.config.skip_unchanged_pkey_writes)
         else:
             self._state = KPKEYS_PKEY_REG_INVAL
@@ -329,8 +350,52 @@ class _CondGuard(KpkeysGuard):
         tb: TracebackType | None,
     ) -> None:
         # The restore depends only on the state saved at entry; the condition
-        # is not tested again (spec §1.6).
-        kpkeys_restore_pkey_reg(self._k, self._state)
+        # is not tested again (spec §1.6).  kpkeys_restore_pkey_reg(), inlined.
+        reg = self._state
+        if reg != KPKEYS_PKEY_REG_INVAL:
+            k = self._k
+            m = k.machine
+            (_LOADED.get(m.arch.name) or kpkeys_arch(k)).arch_kpkeys_restore_pkey_reg(k, reg)
+            ins = m.instruments
+            if ins.active:
+                ins.emit(KPKEYS_RESTORE)
+
+
+class _RecordingCondGuard(_CondGuard):
+    """A ``KPKEYS_GUARD_COND`` guard that records each entry's outcome per CPU.
+
+    ``_outcomes[cpu_id]`` becomes ``(condition held, the register was
+    written)`` at every entry (see :func:`KPKEYS_GUARD_COND`'s ``outcomes``).
+    """
+
+    __slots__ = ()
+    _outcomes: ClassVar[dict[int, tuple[bool, bool]]]
+
+    def __enter__(self) -> KpkeysGuard:
+        k = self._k
+        cpu_id = k.cpu.cpu_id
+        if self._cond(k):
+            ins = k.machine.instruments
+            if ins.active:
+                ins.emit(KPKEYS_GUARD_ENTER)
+            try:
+                state = _set_level(k, self._level, k.config.skip_unchanged_pkey_writes)
+            except BaseException:
+                self._outcomes[cpu_id] = _HELD_NOT_WRITTEN
+                raise
+            self._state = state
+            self._outcomes[cpu_id] = (
+                _HELD_WRITTEN if state != KPKEYS_PKEY_REG_INVAL else _HELD_NOT_WRITTEN
+            )
+        else:
+            self._state = KPKEYS_PKEY_REG_INVAL
+            self._outcomes[cpu_id] = _NOT_HELD
+        return self
+
+
+_HELD_WRITTEN = (True, True)
+_HELD_NOT_WRITTEN = (True, False)
+_NOT_HELD = (False, False)
 
 
 class _NoopGuard(KpkeysGuard):
@@ -346,14 +411,18 @@ def _check_guard_name(name: object) -> str:
 
 
 def _define_cond_guard(
-    who: str, name: str, level: object, cond: Callable[[Kernel], bool]
+    who: str,
+    name: str,
+    level: object,
+    cond: Callable[[Kernel], bool],
+    outcomes: dict[int, tuple[bool, bool]] | None = None,
 ) -> type[KpkeysGuard]:
     _check_guard_name(name)
     if type(level) is not KpkeysLevel:
         raise _not_a_level(who, level)
     if not callable(cond):
         raise TypeError(f"{who}({name!r}): cond must be callable, got {cond!r}")
-    ns = {
+    ns: dict[str, object] = {
         "__slots__": (),
         "__doc__": f"kpkeys guard ``{name}``: {level.name} when its condition holds at entry.",
         "__module__": _CondGuard.__module__,
@@ -362,11 +431,20 @@ def _define_cond_guard(
         "_level": level,
         "_cond": staticmethod(cond),
     }
-    return type(name, (_CondGuard,), ns)
+    if outcomes is None:
+        return type(name, (_CondGuard,), ns)
+    if not isinstance(outcomes, dict):
+        raise TypeError(f"{who}({name!r}): outcomes must be a dict, got {outcomes!r}")
+    ns["_outcomes"] = outcomes
+    return type(name, (_RecordingCondGuard,), ns)
 
 
 def KPKEYS_GUARD_COND(
-    name: str, level: KpkeysLevel, cond: Callable[[Kernel], bool]
+    name: str,
+    level: KpkeysLevel,
+    cond: Callable[[Kernel], bool],
+    *,
+    outcomes: dict[int, tuple[bool, bool]] | None = None,
 ) -> type[KpkeysGuard]:
     """Define guard type ``name`` that switches to ``level`` when ``cond(k)`` holds at entry.
 
@@ -376,8 +454,13 @@ def KPKEYS_GUARD_COND(
     (``TypeError`` otherwise, checked here, at definition); its range is
     checked for the running configuration at each switching entry.  Each
     entry whose condition holds emits ``kpkeys_guard_enter``.
+
+    Model-only: with ``outcomes`` (a dict), every entry also stores
+    ``(condition held, the register was written)`` in ``outcomes[cpu_id]``
+    of the executing CPU (kpkeys_hardened_pgtables' bulk accounting reads
+    the last outcome).
     """
-    return _define_cond_guard("KPKEYS_GUARD_COND", name, level, cond)
+    return _define_cond_guard("KPKEYS_GUARD_COND", name, level, cond, outcomes)
 
 
 def KPKEYS_GUARD(name: str, level: KpkeysLevel) -> type[KpkeysGuard]:

@@ -19,7 +19,7 @@ install (before           the guard (``k.pgtables_guard``) and its bulk
 ``smp_prepare_boot_cpu``  v5: :func:`kpkeys_hardened_pgtables_enable`
 ``mem_init``              v6: :func:`kpkeys_hardened_pgtables_init` (``pba_init``,
                           key, allocator hooks); v7: the same name (key,
-                          ``ppa_finalize``, static tables, allocator hooks)
+                          allocator hooks, ``ppa_finalize``, static tables)
 ``smp_cpus_done``         v6: :func:`kpkeys_hardened_pgtables_init_late`
 late initcall             v6: ``pba_init_shrinker``
 ========================  ====================================================
@@ -61,6 +61,8 @@ from kpkeys_sim.kernel.kpkeys.core import (
     kpkeys_restore_pkey_reg,
     kpkeys_set_level,
 )
+from kpkeys_sim.kernel.kpkeys.noblock import noblock_pgtable_alloc, noblock_pgtable_free
+from kpkeys_sim.kernel.kpkeys.pba import PBA_ENABLED_KEY, pba_pgtable_alloc, pba_pgtable_free
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
 from kpkeys_sim.kernel.sched import task_struct
 from kpkeys_sim.machine.events import ISB, PKEY_REG_WRITE, declare_event
@@ -117,9 +119,9 @@ class HardenedPgtables:
     with ``cond`` = the key is enabled and, with lazy-MMU batching
     (``config.lazy_mmu_batching``), ``in_interrupt() || !lazy-MMU active``
     (v5 18/18: ``TIF_LAZY_MMU``; v6 28/30: ``is_lazy_mmu_mode_active()``).  The
-    condition is evaluated once, by the core, at each guard entry; this object
-    only remembers the outcome of the last entry on each CPU for
-    :meth:`guard_repeat`.
+    condition is evaluated once, by the core, at each guard entry; the core
+    also stores that entry's outcome in this object's per-CPU table
+    (``KPKEYS_GUARD_COND(..., outcomes=)``), which :meth:`guard_repeat` reads.
     """
 
     __slots__ = ("_isb_per_write", "_last", "guard")
@@ -136,32 +138,15 @@ class HardenedPgtables:
         def cond(kk: Kernel) -> bool:
             # kpkeys_hardened_pgtables_enabled() && (!batching || in_interrupt() ||
             # !is_lazy_mmu_mode_active()), with the two helpers read inline (hot path).
-            cpu_id = kk.cpu.cpu_id
-            ok = kk.static_keys.get(key, False) and (
-                not batching or kk.hardirq_count[cpu_id] > 0 or not kk.lazy_mmu_active(kk)
+            return kk.static_keys.get(key, False) and (
+                not batching or kk.hardirq_count[kk.cpu.cpu_id] > 0 or not kk.lazy_mmu_active(kk)
             )
-            last[cpu_id] = (ok, False)
-            return ok
 
-        base = KPKEYS_GUARD_COND(_GUARD_NAME, KPKEYS_LVL_PGTABLES, cond)
-
-        def __enter__(self: KpkeysGuard) -> KpkeysGuard:
-            base.__enter__(self)
-            kk = self._k
-            held, _ = last[kk.cpu.cpu_id]
-            last[kk.cpu.cpu_id] = (held, self.state != KPKEYS_PKEY_REG_INVAL)
-            return self
-
-        self.guard: type[KpkeysGuard] = type(
-            _GUARD_NAME,
-            (base,),
-            {
-                "__slots__": (),
-                "__enter__": __enter__,
-                "__doc__": base.__doc__,
-                "__module__": __name__,
-            },
+        # The core records each entry's outcome in ``last`` (read by guard_repeat).
+        self.guard: type[KpkeysGuard] = KPKEYS_GUARD_COND(
+            _GUARD_NAME, KPKEYS_LVL_PGTABLES, cond, outcomes=last
         )
+        self.guard.__module__ = __name__
 
     def guard_repeat(self, k: Kernel, n: int) -> None:
         """Count ``n`` more guard round trips like the last one entered on ``k.cpu``.
@@ -170,12 +155,13 @@ class HardenedPgtables:
         separate guards would emit (module docstring); nothing when the last
         guard's condition was false.
         """
-        if n <= 0:
+        ins = k.machine.instruments
+        if n <= 0 or not ins.active:
             return
         held, wrote = self._last.get(k.cpu.cpu_id, (False, False))
         if not held:
             return
-        emit = k.machine.instruments.emit
+        emit = ins.emit
         emit(KPKEYS_GUARD_ENTER, n)
         if wrote:
             emit(KPKEYS_SET_LEVEL, n)
@@ -201,12 +187,14 @@ def kpkeys_lazy_mmu_enter(k: Kernel, task: task_struct) -> None:
     calls it (not in interrupt context) for the outermost section (v6; every
     section in v5).  Only when the feature is enabled.
     """
-    if not kpkeys_hardened_pgtables_enabled(k):
+    if not k.static_keys.get(KPKEYS_HARDENED_PGTABLES_KEY, False):  # feature enabled?
         return
     reg = kpkeys_set_level(k, KPKEYS_LVL_PGTABLES)
     task.por_el1_lazy_mmu = reg
     if reg != KPKEYS_PKEY_REG_INVAL:
-        k.machine.emit(KPKEYS_LAZY_MMU_SWITCH)
+        ins = k.machine.instruments
+        if ins.active:
+            ins.emit(KPKEYS_LAZY_MMU_SWITCH)
 
 
 def kpkeys_lazy_mmu_exit(k: Kernel, task: task_struct, barriers_pending: bool) -> None:
@@ -219,17 +207,20 @@ def kpkeys_lazy_mmu_exit(k: Kernel, task: task_struct, barriers_pending: bool) -
     ISB).  A saved ``KPKEYS_PKEY_REG_INVAL`` (nothing was written at entry, or
     the slot never filled) restores nothing.
     """
-    if not kpkeys_hardened_pgtables_enabled(k):
+    if not k.static_keys.get(KPKEYS_HARDENED_PGTABLES_KEY, False):  # feature enabled?
         return
     reg = task.por_el1_lazy_mmu
     if reg == KPKEYS_PKEY_REG_INVAL:
         return
+    ins = k.machine.instruments
     if barriers_pending:
         kpkeys_arch(k).kpkeys_set_pkey_reg_nosync(k, reg)
-        k.machine.emit(KPKEYS_RESTORE)
+        if ins.active:
+            ins.emit(KPKEYS_RESTORE)
     else:
         kpkeys_restore_pkey_reg(k, reg)
-    k.machine.emit(KPKEYS_LAZY_MMU_SWITCH)
+    if ins.active:
+        ins.emit(KPKEYS_LAZY_MMU_SWITCH)
 
 
 # --- set_memory_pkey on pages --------------------------------------------------------------------
@@ -369,29 +360,23 @@ def kpkeys_pgtable_alloc(k: Kernel, gfp: int, order: int = 0) -> int | None:
     the v6 interface has no order).  v7: the noblock allocator with ``order``.
     Returns the head pfn or None.
     """
-    from kpkeys_sim.kernel.kpkeys.noblock import noblock_pgtable_alloc
-    from kpkeys_sim.kernel.kpkeys.pba import pba_enabled, pba_pgtable_alloc
-
     if k.config.series == "v7":
         return noblock_pgtable_alloc(k, gfp, order)
     if order:
         raise KernelBug(f"v6 kpkeys_pgtable_alloc() has no order; pagetable_alloc(order={order})")
-    if pba_enabled(k):
+    if k.static_keys.get(PBA_ENABLED_KEY, False):  # pba_enabled()
         return pba_pgtable_alloc(k, gfp)
     return noblock_pgtable_alloc(k, gfp, 0)
 
 
 def kpkeys_pgtable_free(k: Kernel, pfn: int, order: int = 0) -> None:
     """``kpkeys_pgtable_free(page)`` (v6) / ``kpkeys_pgtable_free(page, order)`` (v7)."""
-    from kpkeys_sim.kernel.kpkeys.noblock import noblock_pgtable_free
-    from kpkeys_sim.kernel.kpkeys.pba import pba_enabled, pba_pgtable_free
-
     if k.config.series == "v7":
         noblock_pgtable_free(k, pfn, order)
         return
     if order:
         raise KernelBug(f"v6 kpkeys_pgtable_free() has no order; pagetable_free(order={order})")
-    if pba_enabled(k):
+    if k.static_keys.get(PBA_ENABLED_KEY, False):  # pba_enabled()
         pba_pgtable_free(k, pfn)
     else:
         noblock_pgtable_free(k, pfn, 0)
@@ -399,7 +384,7 @@ def kpkeys_pgtable_free(k: Kernel, pfn: int, order: int = 0) -> None:
 
 def _pagetable_alloc_hook(k: Kernel, gfp: int, order: int) -> int | None:
     """``pagetable_alloc()``: ``kpkeys_pgtable_alloc`` when the feature is enabled (§3.4)."""
-    if kpkeys_hardened_pgtables_enabled(k):
+    if k.static_keys.get(KPKEYS_HARDENED_PGTABLES_KEY, False):  # the feature is enabled
         return kpkeys_pgtable_alloc(k, gfp, order)
     from kpkeys_sim.kernel.mm.gfp import __GFP_COMP
     from kpkeys_sim.kernel.mm.page_alloc import alloc_pages
@@ -412,7 +397,7 @@ def _pagetable_alloc_hook(k: Kernel, gfp: int, order: int) -> int | None:
 
 def _pagetable_free_hook(k: Kernel, pfn: int, order: int) -> None:
     """``pagetable_free()``: ``kpkeys_pgtable_free`` when the feature is enabled (§3.4)."""
-    if kpkeys_hardened_pgtables_enabled(k):
+    if k.static_keys.get(KPKEYS_HARDENED_PGTABLES_KEY, False):  # the feature is enabled
         kpkeys_pgtable_free(k, pfn, order)
         return
     from kpkeys_sim.kernel.mm.page_alloc import __free_pages
@@ -485,7 +470,10 @@ def kpkeys_hardened_pgtables_init(k: Kernel) -> None:
       ``arch_kpkeys_protect_static_pgtables()`` (spec §3.8).
 
     Either way ``pagetable_alloc``/``pagetable_free`` then go through
-    :func:`kpkeys_pgtable_alloc`/:func:`kpkeys_pgtable_free`.
+    :func:`kpkeys_pgtable_alloc`/:func:`kpkeys_pgtable_free`: v6 from the end
+    of this function, v7 from right after the key is enabled, so a table the
+    v7 steps allocate (on x86, the split of the image's 2M high-mapping leaf
+    when the static tables' alias gets the key) is already protected.
     """
     if not arch_kpkeys_enabled(k):
         return

@@ -198,6 +198,8 @@ PBA_SHRINK = declare_event(
 
 _IN_BLOCK = 1
 _NR_FREE_SHIFT = 32
+#: ``gfp & _GFP_CHECK_MASK == GFP_KERNEL`` iff :func:`check_gfp` has nothing to say.
+_GFP_CHECK_MASK = _gfp.GFP_KERNEL | ~(_gfp.GFP_KERNEL | PBA_GFP_OPT_MASK)
 
 
 class PbaPageData(NamedTuple):
@@ -376,7 +378,8 @@ def _zone(k: Kernel) -> BuddyAllocator:
 
 
 def _mem_map(k: Kernel) -> MemMap:
-    return _zone(k).mem_map
+    zone = k.zone
+    return (zone if zone is not None else _zone(k)).mem_map
 
 
 def _set_memory_pkey(k: Kernel, pfn: int, numpages: int, pkey: int) -> int:
@@ -461,18 +464,31 @@ def mark_block_noncached(k: Kernel, head: int) -> None:
 
 def inc_block_nr_free(k: Kernel, pfn: int) -> None:
     """``inc_block_nr_free(page)``: one more cached page in the page's block (if in one)."""
-    head = block_head_page(k, pfn)
-    if head is not None:
-        d = page_pba_data(k, head)
-        set_page_pba_data(k, head, d.in_block, d.block_nr_free + 1)
+    _add_block_nr_free(pba_state(k), _mem_map(k), pfn, 1)
 
 
 def dec_block_nr_free(k: Kernel, pfn: int) -> None:
     """``dec_block_nr_free(page)``: one fewer cached page in the page's block (if in one)."""
-    head = block_head_page(k, pfn)
-    if head is not None:
-        d = page_pba_data(k, head)
-        set_page_pba_data(k, head, d.in_block, d.block_nr_free - 1)
+    _add_block_nr_free(pba_state(k), _mem_map(k), pfn, -1)
+
+
+def _add_block_nr_free(pba: PkeysBlockAllocator, mm: MemMap, pfn: int, delta: int) -> None:
+    """:func:`inc_block_nr_free`/:func:`dec_block_nr_free` in place: ``block_head_page``,
+    then ``page_pba_data``/``set_page_pba_data`` of the head, on ``page->mapping``."""
+    mapping = mm.mapping
+    base = mm.base_pfn
+    i = pfn - base
+    if not 0 <= i < mm.nr_pages:
+        i = mm.idx(pfn)  # raises
+    if not mapping.item(i) & _IN_BLOCK:
+        return
+    head = pfn & ~(pba.BLOCK_NR_PAGES - 1)
+    i = head - base
+    if not 0 <= i < mm.nr_pages:
+        i = mm.idx(head)  # raises
+    v = mapping.item(i)
+    nr_free = ((v >> _NR_FREE_SHIFT) & 0xFFFF_FFFF) + delta
+    mapping[i] = (1 if v & _IN_BLOCK else 0) | (nr_free << _NR_FREE_SHIFT)
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -492,10 +508,13 @@ def cached_list_add_pages(k: Kernel, first: int, n: int) -> None:
 
 def cached_list_del_page(k: Kernel) -> int:
     """``cached_list_del_page()`` on the first entry: ``list_del``, ``nr_cached--``, block count."""
-    pba = pba_state(k)
+    return _cached_list_del_page(pba_state(k), _mem_map(k))
+
+
+def _cached_list_del_page(pba: PkeysBlockAllocator, mm: MemMap) -> int:
     pfn = pba.cached_list.pop()
     pba.nr_cached -= 1
-    dec_block_nr_free(k, pfn)
+    _add_block_nr_free(pba, mm, pfn, -1)  # dec_block_nr_free
     return pfn
 
 
@@ -662,13 +681,20 @@ def get_cached_page(k: Kernel, gfp: int) -> int | None:
     None if not available for ``gfp`` (the reserve rule), or — with a WARN —
     if the list is empty.
     """
-    pba = pba_state(k)
+    return _get_cached_page(k, pba_state(k), gfp)
+
+
+def _get_cached_page(k: Kernel, pba: PkeysBlockAllocator, gfp: int) -> int | None:
     # lock
-    if not cached_page_available(k, gfp):
+    if gfp & _gfp.__GFP_PGTABLE_SPLIT:
+        if not cached_page_available(k, gfp):  # (always true; counts statistics)
+            return None
+    elif pba.nr_cached <= PBA_NR_RESERVED_PAGES:  # cached_page_available(), inlined
         return None
-    if WARN_ON(k, not pba.cached_list, "pba: cached_list empty in get_cached_page()"):
+    if not pba.cached_list:
+        WARN_ON(k, True, "pba: cached_list empty in get_cached_page()")
         return None
-    return cached_list_del_page(k)
+    return _cached_list_del_page(pba, _mem_map(k))
 
 
 def _memcg_kmem_charge_page(k: Kernel, pfn: int) -> int:
@@ -692,18 +718,26 @@ def prepare_page(k: Kernel, pfn: int, gfp: int) -> int:
     emits ``page_zero`` (one page) as the buddy allocator's zeroing does.
     ``->mapping`` keeps the PBA data.
     """
+    return _prepare_page(k, pba_state(k), pfn, gfp)
 
+
+def _prepare_page(k: Kernel, pba: PkeysBlockAllocator, pfn: int, gfp: int) -> int:
     if gfp & _gfp.__GFP_ACCOUNT:
-        ret = _memcg_kmem_charge_page(k, pfn)
-        if ret:
-            return ret
+        # _memcg_kmem_charge_page(), inlined
+        if pba.memcg_limit is not None and len(pba.memcg_charged) >= pba.memcg_limit:
+            return -ENOMEM
+        pba.memcg_charged.add(pfn)
     mm = _mem_map(k)
     mm.private[mm.idx(pfn)] = 0
     if gfp & _gfp.__GFP_ZERO:
+        m = k.machine
+        g = k.pgt
         reg = kpkeys_set_level(k, KPKEYS_LVL_PGTABLES)
         try:
-            k.machine.clear_page(k.cpu, page_address(k, pfn))
-            k.machine.emit(PAGE_ZERO)
+            m.clear_page(k.cpu, g.va(pfn << g.PAGE_SHIFT))  # page_address(pfn)
+            ins = m.instruments
+            if ins.active:
+                ins.emit(PAGE_ZERO)
         finally:
             kpkeys_restore_pkey_reg(k, reg)
     return 0
@@ -716,9 +750,12 @@ def pba_pgtable_alloc(k: Kernel, gfp: int) -> int | None:
     (WARN and None if that fails); :func:`prepare_page`, whose failure returns
     the page to the cache.
     """
-    pba = pba_state(k)
-    check_gfp(k, gfp)
-    page = get_cached_page(k, gfp)
+    pba = k.pba
+    if pba is None:
+        pba = pba_state(k)
+    if gfp & _GFP_CHECK_MASK != _gfp.GFP_KERNEL:  # check_gfp() would warn
+        check_gfp(k, gfp)
+    page = _get_cached_page(k, pba, gfp)
     if page is None:
         page = refill_pages_and_alloc_one(k)
         if WARN_ON(k, page is None, "pba: refill_pages_and_alloc_one() failed"):
@@ -726,14 +763,16 @@ def pba_pgtable_alloc(k: Kernel, gfp: int) -> int | None:
             return None
         assert page is not None
         pba.stats.allocs_refilled += 1
-    ret = prepare_page(k, page, gfp)
+    ret = _prepare_page(k, pba, page, gfp)
     if ret:
         pba.stats.prepare_failures += 1
         pba_pgtable_free(k, page)
         return None
     pba.stats.allocs += 1
-    k.machine.emit(PBA_ALLOC)
-    pba.sample()
+    ins = k.machine.instruments
+    if ins.active:
+        ins.emit(PBA_ALLOC)
+    pba.series.record(pba.nr_cached)  # pba.sample()
     return page
 
 
@@ -743,14 +782,19 @@ def pba_pgtable_free(k: Kernel, pfn: int) -> None:
     Pages are never returned to the buddy allocator here; the pkey stays
     PGTABLES while the page is cached.
     """
-    pba = pba_state(k)
-    _memcg_kmem_uncharge_page(k, pfn)
-    # lock
-    cached_list_add_pages(k, pfn, 1)
-    inc_block_nr_free(k, pfn)
+    pba = k.pba
+    if pba is None:
+        pba = pba_state(k)
+    pba.memcg_charged.discard(pfn)  # _memcg_kmem_uncharge_page
+    # lock; cached_list_add_pages(pfn, 1) and inc_block_nr_free(pfn), inlined
+    pba.cached_list.append(pfn)
+    pba.nr_cached += 1
+    _add_block_nr_free(pba, _mem_map(k), pfn, 1)
     pba.stats.frees += 1
-    k.machine.emit(PBA_FREE)
-    pba.sample()
+    ins = k.machine.instruments
+    if ins.active:
+        ins.emit(PBA_FREE)
+    pba.series.record(pba.nr_cached)  # pba.sample()
 
 
 # --- linear-map splitting support (§4.8, v6 15/30) ---------------------------------------

@@ -212,6 +212,11 @@ _TAIL = np.uint32(1 << PG_tail)
 _COMPOUND = np.uint32((1 << PG_head) | (1 << PG_tail))
 _ZERO64 = np.uint64(0)
 
+try:  # the C function np.count_nonzero wraps (the wrapper's dispatch costs more than a table)
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # pragma: no cover - numpy < 2
+    _count_nonzero = np.count_nonzero
+
 
 class UserFault(Exception):
     """A user access the kernel answers with a signal (SIGSEGV or SIGBUS).
@@ -548,13 +553,13 @@ class _PteBatch:
     most once, so the per-page updates need no de-duplication.
     """
 
-    __slots__ = ("adjacent", "count", "normal", "vals")
+    __slots__ = ("count", "normal", "slices", "vals")
 
     def __init__(self) -> None:
         self.vals: list[U64Array] = []
-        #: Per added table slice: entry ``i`` follows entry ``i - 1`` in the table
-        #: (``False`` for the first entry of a slice and after skipped none entries).
-        self.adjacent: list[npt.NDArray[np.bool_]] = []
+        #: Per added table slice: its first entry's position in the batch and the
+        #: ``pos`` given to :meth:`add` (None: consecutive entries).
+        self.slices: list[tuple[int, I64Array | None]] = []
         #: Which entries :meth:`normal_idx` kept (None: all of them).
         self.normal: npt.NDArray[np.bool_] | None = None
         self.count = 0
@@ -562,14 +567,21 @@ class _PteBatch:
     def add(self, vals: U64Array, pos: I64Array | None = None) -> None:
         """Add one table slice's entries; ``pos`` are their indices in the slice when
         none entries were skipped (None: the entries are consecutive)."""
+        n = len(vals)
         self.vals.append(vals)
-        adj = np.ones(len(vals), dtype=np.bool_)
-        if len(vals):
-            adj[0] = False
+        if n:
+            self.slices.append((self.count, pos))
+        self.count += n
+
+    def adjacent(self) -> npt.NDArray[np.bool_]:
+        """Per entry: it follows the previous entry in its table (``False`` for the
+        first entry of each added slice and after skipped none entries)."""
+        adj = np.ones(self.count, dtype=np.bool_)
+        for start, pos in self.slices:
+            adj[start] = False
             if pos is not None:
-                adj[1:] = np.diff(pos) == 1
-        self.adjacent.append(adj)
-        self.count += len(vals)
+                adj[start + 1 : start + len(pos)] = np.diff(pos) == 1
+        return adj
 
     def normal_idx(self, k: Kernel) -> tuple[I64Array, U64Array]:
         """``mem_map`` indices (``pfn - base_pfn``) of the normal (not ``pte_special``)
@@ -623,7 +635,7 @@ class _PteBatch:
         n = len(idx)
         if not compound or n < 2:
             return n
-        adj = np.concatenate(self.adjacent)
+        adj = self.adjacent()
         if self.normal is not None:
             adj[1:] &= self.normal[:-1]
             adj = adj[self.normal]
@@ -691,9 +703,12 @@ def _zap_finish(k: Kernel, tlb: mmu_gather, vma: vm_area_struct, batch: _PteBatc
 def _zap_ptes(k: Kernel, tlb: mmu_gather, pmd: int, addr: int, end: int, batch: _PteBatch) -> None:
     g = k.pgt
     n = (end - addr) >> g.PAGE_SHIFT
-    ptep = _pte_table_ptr(k, pmd, addr)
+    # _pte_table_ptr(k, pmd, addr), inlined
+    if not g.pmd_table(pmd):
+        raise KernelBug(f"user PMD entry {pmd:#x} at {addr:#x} is not a table (not modelled)")
+    ptep = g.va(g.pmd_page_paddr(pmd)) + 8 * g.pte_index(addr)
     old = ptep_get_array(k, ptep, n)
-    cleared = int(np.count_nonzero(old))
+    cleared = int(_count_nonzero(old))
     if not cleared:
         return
     lazy_mmu_mode_enable(k)
@@ -1470,9 +1485,13 @@ def _copy_ptes(
     g = k.pgt
     dst_mm = dst_vma.vm_mm
     n = (end - addr) >> g.PAGE_SHIFT
-    src_ptep = _pte_table_ptr(k, src_pmd, addr)
+    # _pte_table_ptr(k, src_pmd, addr), inlined
+    if not g.pmd_table(src_pmd):
+        raise KernelBug(f"user PMD entry {src_pmd:#x} at {addr:#x} is not a table (not modelled)")
+    pte_off = 8 * g.pte_index(addr)
+    src_ptep = g.va(g.pmd_page_paddr(src_pmd)) + pte_off
     src = ptep_get_array(k, src_ptep, n)
-    copied = int(np.count_nonzero(src))
+    copied = int(_count_nonzero(src))
     if not copied:
         return 0
     if not dst_pmd:
@@ -1487,7 +1506,7 @@ def _copy_ptes(
         dst_table = g.va(new << g.PAGE_SHIFT)
     else:
         dst_table = g.va(g.pmd_page_paddr(dst_pmd))
-    dst_ptep = dst_table + 8 * g.pte_index(addr)
+    dst_ptep = dst_table + pte_off
     all_nz = copied == n
     nz = None if all_nz else src != _ZERO64
     pos = None if nz is None else np.flatnonzero(nz)
@@ -1496,7 +1515,7 @@ def _copy_ptes(
     try:
         if is_cow_mapping(src_vma.vm_flags):
             wmask = g.ptes_write_mask(vals)
-            nw = int(np.count_nonzero(wmask))
+            nw = int(_count_nonzero(wmask))
             if nw == n:
                 vals = g.ptes_wrprotect(vals)
                 _store_wrprotected(k, src_ptep, vals)
@@ -1578,7 +1597,7 @@ def copy_pmd_range(
     batch = _PteBatch()
     ret = 0
     for i, pmd, s, t in _pmd_steps(k, addr, end, src_pmds):
-        ret = _copy_ptes(k, dst_vma, src_vma, dst_pmdp + 8 * i, int(dst_pmds[i]), pmd, s, t, batch)
+        ret = _copy_ptes(k, dst_vma, src_vma, dst_pmdp + 8 * i, dst_pmds.item(i), pmd, s, t, batch)
         if ret:
             break
     _copy_finish(k, dst_vma, batch)

@@ -134,6 +134,8 @@ _DTOR_EVENT = {
 }
 _TABLE = np.uint32(1 << PG_table)
 _NOT_TABLE = np.uint32(~(1 << PG_table) & 0xFFFFFFFF)
+_TABLE_BIT = 1 << PG_table
+_NOT_TABLE_BITS = ~(1 << PG_table) & 0xFFFFFFFF
 
 
 def _zone(k: Kernel) -> BuddyAllocator:
@@ -178,13 +180,17 @@ def pagetable_alloc(k: Kernel, gfp: int, order: int = 0) -> int | None:
         pfn = alloc_pages(k.zone, gfp | __GFP_COMP if order else gfp, order)
     if pfn is None:
         return None
-    k.machine.emit(PGTABLE_ALLOC, 1 << order)
+    ins = k.machine.instruments
+    if ins.active:
+        ins.emit(PGTABLE_ALLOC, 1 << order)
     return pfn
 
 
 def pagetable_free(k: Kernel, pfn: int, order: int = 0) -> None:
     """``pagetable_free(ptdesc)``: ``k.pgtable_free_hook`` when set, else ``__free_pages``."""
-    k.machine.emit(PGTABLE_FREE, 1 << order)
+    ins = k.machine.instruments
+    if ins.active:
+        ins.emit(PGTABLE_FREE, 1 << order)
     hook = k.pgtable_free_hook
     if hook is not None:
         hook(k, pfn, order)
@@ -202,9 +208,16 @@ def __pagetable_ctor(k: Kernel, pfn: int, order: int, level: str) -> bool:
             return False
     mm = k.mem_map
     if mm is not None:
-        i = mm.check_range(pfn, 1 << order)
-        mm.flags[i : i + (1 << order)] |= _TABLE
-    k.machine.emit(_CTOR_EVENT[level], 1 << order)
+        if order == 0:
+            i = mm.idx(pfn)
+            flags = mm.flags
+            flags[i] = flags.item(i) | _TABLE_BIT
+        else:
+            i = mm.check_range(pfn, 1 << order)
+            mm.flags[i : i + (1 << order)] |= _TABLE
+    ins = k.machine.instruments
+    if ins.active:
+        ins.emit(_CTOR_EVENT[level], 1 << order)
     return True
 
 
@@ -239,10 +252,17 @@ def pagetable_dtor(k: Kernel, pfn: int, order: int = 0, level: str | None = None
         hook(k, pfn, order, level)
     mm = k.mem_map
     if mm is not None:
-        i = mm.check_range(pfn, 1 << order)
-        mm.flags[i : i + (1 << order)] &= _NOT_TABLE
+        if order == 0:
+            i = mm.idx(pfn)
+            flags = mm.flags
+            flags[i] = flags.item(i) & _NOT_TABLE_BITS
+        else:
+            i = mm.check_range(pfn, 1 << order)
+            mm.flags[i : i + (1 << order)] &= _NOT_TABLE
     if level is not None:
-        k.machine.emit(_DTOR_EVENT[level], 1 << order)
+        ins = k.machine.instruments
+        if ins.active:
+            ins.emit(_DTOR_EVENT[level], 1 << order)
 
 
 def pagetable_dtor_free(k: Kernel, pfn: int, order: int = 0, level: str | None = None) -> None:
@@ -256,7 +276,7 @@ def _alloc_ctor(k: Kernel, gfp: int, level: str, mm: mm_struct | None) -> int | 
     if pfn is None:
         return None
     if level == "pte":
-        ok = pagetable_pte_ctor(k, mm, pfn)
+        ok = __pagetable_ctor(k, pfn, 0, "pte")  # pagetable_pte_ctor(mm, pfn)
     elif level == "pmd":
         ok = pagetable_pmd_ctor(k, mm, pfn)
     elif level == "pud":
@@ -293,7 +313,8 @@ def pte_free_kernel(k: Kernel, pfn: int) -> None:
 
 def pte_free(k: Kernel, mm: mm_struct, pfn: int) -> None:
     """``pte_free(mm, pte_page)``: dtor and free."""
-    pagetable_dtor_free(k, pfn, 0, "pte")
+    pagetable_dtor(k, pfn, 0, "pte")  # pagetable_dtor_free()
+    pagetable_free(k, pfn, 0)
 
 
 def pmd_alloc_one(k: Kernel, mm: mm_struct, addr: int) -> int | None:

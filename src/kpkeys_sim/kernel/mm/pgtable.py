@@ -181,10 +181,12 @@ def _emit_pte_barriers_n(k: Kernel, n: int) -> None:
 
 def queue_pte_barriers(k: Kernel) -> None:
     """``queue_pte_barriers()``: defer to the end of the lazy MMU section, or emit now."""
-    if lazy_mmu_active(k):
+    hook = getattr(k, "lazy_mmu_active", None)  # lazy_mmu_active(k), inlined
+    if hook is not None and hook(k):
         set_thread_flag(current(k), TIF_LAZY_MMU_PENDING)
     else:
-        emit_pte_barriers(k)
+        k.machine.dsb()  # emit_pte_barriers(k), inlined
+        k.cpu.isb()
 
 
 def _queue_pte_barriers_n(k: Kernel, n: int) -> None:
@@ -230,9 +232,12 @@ def ptep_get_array(k: Kernel, ptep: int, n: int) -> U64Array:
     ``n`` × ``ptep_get`` of consecutive entries: emits ``pt_read`` once with
     count ``n`` (nothing for ``n == 0``).
     """
-    vals = _load_entries(k, ptep, n)
+    m = k.machine
+    vals = m.load_entries(k.cpu, ptep, n)  # _load_entries(k, ptep, n)
     if n > 0:
-        k.machine.emit(PT_READ, n)
+        ins = m.instruments
+        if ins.active:
+            ins.emit(PT_READ, n)
     return vals
 
 
