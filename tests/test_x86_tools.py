@@ -87,6 +87,19 @@ def test_swapper_pgd_is_a_rodata_fault_on_arm64_but_a_pkey_fault_on_x86() -> Non
     assert dict(x86.reasons) == {("prevented", PKS_FAULT): 1}
 
 
+def test_none_x86_is_the_x86_kernel_without_the_feature() -> None:
+    """``none-x86`` boots x86 with the feature off; the root table differs from arm64's:
+    x86 keeps ``init_top_pgt`` writable, arm64 makes ``swapper_pg_dir`` read-only."""
+    cfg = make_defense("none-x86").kernel_config(ATTACK_BASE_CONFIG)
+    assert (cfg.arch, cfg.kpkeys_hardened_pgtables) == ("x86", False)
+    arm = run_cell("S5-swapper-pgd", "none", 2, 7)
+    assert arm.prevented == 2
+    ((_, reason),) = arm.reasons
+    assert "base_fault" in reason
+    x86 = run_cell("S5-swapper-pgd", "none-x86", 2, 7)
+    assert x86.succeeded == 2, x86.explanation()
+
+
 @pytest.mark.parametrize("sid", ["S5-lm-pmd", "S5-swapper-pgd"])
 def test_negative_control_pks_without_the_feature_lets_the_write_through(sid: str) -> None:
     cell = run_cell(sid, PksFeatureOff(), 2, 7)

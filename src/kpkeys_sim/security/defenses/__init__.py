@@ -1,7 +1,7 @@
 """Defense models, registered by name (``kpkeys-sim attack --defense NAME``).
 
 One module per family: :mod:`.kpkeys` (``none``, kpkeys v6 and v7,
-``kpkeys-cred``, ``pks``), :mod:`.hyp` (stage-2
+``kpkeys-cred``, ``none-x86``, ``pks``), :mod:`.hyp` (stage-2
 ``hyp-s2`` and ``hyp-s2-validate``), :mod:`.kasan` (``kasan-generic``,
 ``kasan-sw-tags``, ``kasan-hw-tags``) and :mod:`.mte` (``mte-sync``,
 ``mte-async``).
@@ -20,6 +20,7 @@ DEFENSE_ORDER: tuple[str, ...] = (
     "kpkeys-v6",
     "kpkeys-v7",
     "kpkeys-cred",
+    "none-x86",
     "pks",
     "hyp-s2",
     "hyp-s2-validate",

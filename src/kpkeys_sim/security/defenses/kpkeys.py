@@ -14,6 +14,7 @@ kpkeys-v6           v6      block + PBA  on        §3.4, §4 (PBA + PPA), §3.6
 kpkeys-v7           v7      PTE only     on        §3.8 (per-allocation set_memory_pkey)
 kpkeys-cred         v6      block + PBA  on        + the cred series' levels (§7.6; S12)
 pks (x86-64)        v6      block + PBA  on        the same on x86 PKS (threats §1.3, §7)
+none-x86 (x86-64)   —       block        —         the x86 kernel, feature off (pks's baseline)
 ==================  ======  ===========  ========  ==========================================
 
 ``pks`` is the x86 analogue the spec lists (threats-and-peers.md §1.3, §7:
@@ -37,7 +38,7 @@ from typing import ClassVar
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.security.defenses.base import Defense, register_defense
 
-__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense", "Pks"]
+__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense", "NoDefenseX86", "Pks"]
 
 
 @register_defense
@@ -47,6 +48,22 @@ class NoDefense(Defense):
     name: ClassVar[str] = "none"
     title: ClassVar[str] = "no page-table protection"
     spec: ClassVar[str] = "threats-and-peers.md §7 configuration 'none'"
+
+
+@register_defense
+class NoDefenseX86(NoDefense):
+    """No protection of page tables on the x86-64 kernel: the baseline of ``pks``.
+
+    Outcomes that differ from ``none`` come from x86 itself (U/S at every
+    level of a walk, the direct map's 1 GiB/2 MiB pages, CPA), not from a
+    defense.
+    """
+
+    name: ClassVar[str] = "none-x86"
+    title: ClassVar[str] = "no page-table protection (x86-64 kernel)"
+
+    def kernel_config(self, base: KernelConfig) -> KernelConfig:
+        return base.replace(arch="x86", page_size=4096, kpkeys_hardened_pgtables=False)
 
 
 class KpkeysDefense(Defense):
