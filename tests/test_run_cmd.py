@@ -285,7 +285,10 @@ def test_progress_reaches_the_end(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("toml", "message"),
     [
-        ("series = 'v9'\n", "bad value 'v9' for 'series': Input should be 'v5', 'v6' or 'v7'"),
+        (
+            "series = 'v9'\n",
+            "bad value 'v9' for 'series': Input should be 'v5', 'v6', 'v7' or 'pks-rfc2'",
+        ),
         ("colour = 1\n", "unknown key 'colour'"),
         ("series = \n", "not valid TOML: Invalid value (at line 1, column 10)"),
     ],

@@ -109,7 +109,7 @@ def test_spec_points_are_the_cross_product(tmp_path: Path) -> None:
         ),
         (
             'experiment = "arch-vectors"\n[axes]\nseries = ["v9"]\n',
-            "bad value 'v9' for 'axes.series': Input should be 'v5', 'v6' or 'v7'",
+            "bad value 'v9' for 'axes.series': Input should be 'v5', 'v6', 'v7' or 'pks-rfc2'",
         ),
         (
             'experiment = "arch-vectors"\n[base]\npage_size = 3\n',

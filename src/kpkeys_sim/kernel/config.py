@@ -44,7 +44,11 @@ class KernelConfig:
     linear_map: Literal["block", "pte"] = _f(
         "block", "linear-map mode requested: 'block' (blocks where allowed) or 'pte' (force PTEs)"
     )
-    series: Literal["v5", "v6", "v7"] = _f("v6", "kpkeys series version modelled: v5, v6 or v7")
+    series: Literal["v5", "v6", "v7", "pks-rfc2"] = _f(
+        "v6",
+        "kpkeys series version modelled: v5, v6 or v7; or 'pks-rfc2' (x86 only): Rick "
+        "Edgecombe's PKS write-protected page tables, RFC v2 (2021)",
+    )
     kpkeys_hardened_pgtables: bool = _f(
         True, "CONFIG_KPKEYS_HARDENED_PGTABLES: protect page tables with a pkey"
     )
@@ -83,7 +87,7 @@ class _ConfigModel(BaseModel):
     rodata_full: bool = True
     debug_pagealloc: bool = False
     linear_map: Literal["block", "pte"] = "block"
-    series: Literal["v5", "v6", "v7"] = "v6"
+    series: Literal["v5", "v6", "v7", "pks-rfc2"] = "v6"
     kpkeys_hardened_pgtables: bool = True
     lazy_mmu_batching: bool = True
     skip_unchanged_pkey_writes: bool = False
@@ -116,6 +120,11 @@ def _check_semantics(cfg: KernelConfig, source: str) -> None:
         )
     if cfg.ram_size > 64 * GiB:
         raise ToolError(f"{source}: bad value {cfg.ram_size} for 'ram_size': at most 64 GiB")
+    if cfg.series == "pks-rfc2" and cfg.arch != "x86":
+        raise ToolError(
+            f"{source}: bad value 'pks-rfc2' for 'series': Rick Edgecombe's PKS page-table "
+            f"series is x86-only (arch = {cfg.arch!r})"
+        )
     if not 1 <= cfg.nr_cpus <= 64:
         raise ToolError(f"{source}: bad value {cfg.nr_cpus} for 'nr_cpus': must be 1..64")
 

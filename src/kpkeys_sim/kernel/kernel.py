@@ -20,6 +20,7 @@ from kpkeys_sim.machine.machine import Machine
 
 if TYPE_CHECKING:
     from kpkeys_sim.kernel.arch.pgtable_api import ArchMm, ArchPgtable
+    from kpkeys_sim.kernel.arch.x86_pks_pgtables import PksRfc2
     from kpkeys_sim.kernel.cred import CredState
     from kpkeys_sim.kernel.kpkeys.pba import PkeysBlockAllocator
     from kpkeys_sim.kernel.kpkeys.ppa import PkeysPhysmemAllocator
@@ -86,6 +87,8 @@ class Kernel:
         #: The cred series' state (``kernel/cred.CredState``), set by ``cred_init``.
         self.cred: CredState | None = None
         self.ppa: PkeysPhysmemAllocator | None = None
+        #: Rick Edgecombe's PKS page tables (``series = "pks-rfc2"``, x86), when installed.
+        self.pks_rfc2: PksRfc2 | None = None
         self._init_mm_state()
         self._init_task_state()
 

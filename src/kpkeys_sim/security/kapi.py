@@ -509,8 +509,10 @@ def splice_pgtable_freelist(env: AttackEnv, pfn: int) -> str:
     """Arbitrary writes to ``struct page`` (vmemmap): put ``pfn`` at the head of a free list.
 
     The list the next page-table allocation takes from: the PBA's
-    ``cached_list`` (linked through ``page->lru``) when the PBA is in use,
-    else the buddy allocator's order-0 free list (``page->lru`` too, plus the
+    ``cached_list`` (linked through ``page->lru``) when the PBA is in use; the
+    grouped-page cache's list (``page->lru`` in a ``list_lru``) under the
+    2021 PKS page tables (``series = "pks-rfc2"``), whose pages are trusted to
+    carry the key already; else the buddy allocator's order-0 free list (``page->lru`` too, plus the
     buddy state ``PageBuddy``/order that ``__rmqueue_smallest`` trusts).  The
     counters the kernel keeps outside ``struct page`` (``nr_cached``,
     ``nr_free``) are not touched: only ``struct page`` fields are written.
@@ -525,6 +527,9 @@ def splice_pgtable_freelist(env: AttackEnv, pfn: int) -> str:
     if pba is not None and k.static_branch("pba_enabled_key"):
         pba.cached_list.append(pfn)
         return "PBA cached_list"
+    if k.pks_rfc2 is not None:
+        k.pks_rfc2.gpc.free_list.append(pfn)  # the MRU end: the next get_grouped_page
+        return "grouped-page cache list"
     z = zone(k)
     mm = mem_map(k)
     i = pfn - mm.base_pfn

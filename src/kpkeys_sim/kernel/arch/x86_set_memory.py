@@ -58,11 +58,17 @@ ready), the split table from ``pagetable_alloc(GFP_PGTABLE_KERNEL &
 ``k.linear_map_stats`` (``split_pud``: 1G → 2M, ``split_pmd``: 2M → 4K; x86
 ``split_page_count``), which the PBA reads; splits of the high mapping are
 not counted there (x86 counts only the direct map) but emit the events.
+
+Rick Edgecombe's PKS page tables (``config.series = "pks-rfc2"``, spec §9)
+install a :class:`DmapTableSource` on the kernel: ``split_large_page`` then
+takes its table from that reserve (``alloc_dmap_table``) instead of the
+v6 15/30 path, and gives a raced table back (``free_dmap_table``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Protocol
 
 import numpy as np
 
@@ -88,6 +94,7 @@ from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.gfp import __GFP_PGTABLE_SPLIT, __GFP_ZERO, GFP_PGTABLE_KERNEL
 from kpkeys_sim.kernel.mm.pgalloc import (
     pagetable_alloc,
+    pagetable_dtor,
     pagetable_dtor_free,
     pagetable_pmd_ctor,
     pagetable_pte_ctor,
@@ -112,11 +119,13 @@ __all__ = [
     "CPA_NO_CHECK_ALIAS",
     "CPA_SPLIT_1G",
     "CPA_SPLIT_2M",
+    "DMAP_TABLE_SOURCE",
     "PG_LEVEL_1G",
     "PG_LEVEL_2M",
     "PG_LEVEL_4K",
     "PG_LEVEL_NONE",
     "SPLIT_KINDS",
+    "DmapTableSource",
     "__change_page_attr",
     "__change_page_attr_set_clr",
     "__set_pages_np",
@@ -258,8 +267,44 @@ def _take_split_lock(k: Kernel) -> None:
     k.pgtable_split_lock = True
 
 
+#: Attribute of ``k`` holding a :class:`DmapTableSource`, when a feature installs one.
+DMAP_TABLE_SOURCE = "x86_dmap_table_source"
+
+
+class DmapTableSource(Protocol):
+    """Where ``split_large_page`` takes its new table from, instead of ``pagetable_alloc``.
+
+    Rick Edgecombe's PKS page tables (spec §9, RFC v2 17/19): ``alloc_dmap_table()``
+    and ``free_dmap_table()`` on a reserve of tables.  Installed as
+    ``setattr(k, DMAP_TABLE_SOURCE, source)``; absent, CPA uses the v6 15/30
+    contract below.
+    """
+
+    def alloc_dmap_table(self, k: Kernel) -> int | None:
+        """A table page (pfn) for a split, or None."""
+        ...
+
+    def free_dmap_table(self, k: Kernel, pfn: int) -> None:
+        """Take back a split table that was not installed."""
+        ...
+
+
 def _split_alloc(k: Kernel, level: int) -> int | None:
     """The split's table, allocated under the v6 15/30 contract; its pfn or None."""
+    source: DmapTableSource | None = getattr(k, DMAP_TABLE_SOURCE, None)
+    if source is not None:
+        _take_split_lock(k)
+        try:
+            pfn = source.alloc_dmap_table(k)
+            if pfn is None:
+                return None
+            ctor = pagetable_pte_ctor if level == PG_LEVEL_2M else pagetable_pmd_ctor
+            if not ctor(k, k.init_mm, pfn):
+                source.free_dmap_table(k, pfn)
+                return None
+            return pfn
+        finally:
+            k.pgtable_split_lock = False
     ret = k.prepare_direct_map_split(k)
     if ret:
         return None
@@ -330,7 +375,12 @@ def split_large_page(k: Kernel, kpte: int, level: int, address: int) -> int:
     if base is None:
         return -ENOMEM
     if __split_large_page(k, kpte, level, address, base):
-        pagetable_dtor_free(k, base, 0)
+        source: DmapTableSource | None = getattr(k, DMAP_TABLE_SOURCE, None)
+        if source is not None:
+            pagetable_dtor(k, base, 0)
+            source.free_dmap_table(k, base)
+        else:
+            pagetable_dtor_free(k, base, 0)
     return 0
 
 

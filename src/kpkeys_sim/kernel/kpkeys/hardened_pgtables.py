@@ -600,6 +600,10 @@ def install_kpkeys_hardened_pgtables(k: Kernel) -> HardenedPgtables | None:
     if not cfg.kpkeys_hardened_pgtables:
         k.pgtables_guard = KPKEYS_GUARD_NOOP(_GUARD_NAME)
         return None
+    if cfg.series == "pks-rfc2":  # Rick Edgecombe's PKS page tables (spec §9), x86 only
+        from kpkeys_sim.kernel.arch.x86_pks_pgtables import install_pks_rfc2
+
+        return install_pks_rfc2(k)
     hp = HardenedPgtables(k)
     k.pgtables_guard = hp.guard
     k.pgtables_guard_repeat = hp.guard_repeat

@@ -1,7 +1,7 @@
 """Defense models, registered by name (``kpkeys-sim attack --defense NAME``).
 
 One module per family: :mod:`.kpkeys` (``none``, kpkeys v6 and v7,
-``kpkeys-cred``, ``none-x86``, ``pks``), :mod:`.hyp` (stage-2
+``kpkeys-cred``, ``none-x86``, ``pks``, ``pks-rfc2``), :mod:`.hyp` (stage-2
 ``hyp-s2`` and ``hyp-s2-validate``), :mod:`.kasan` (``kasan-generic``,
 ``kasan-sw-tags``, ``kasan-hw-tags``) and :mod:`.mte` (``mte-sync``,
 ``mte-async``).
@@ -22,6 +22,7 @@ DEFENSE_ORDER: tuple[str, ...] = (
     "kpkeys-cred",
     "none-x86",
     "pks",
+    "pks-rfc2",
     "hyp-s2",
     "hyp-s2-validate",
     "kasan-generic",

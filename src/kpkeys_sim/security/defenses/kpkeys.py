@@ -14,6 +14,7 @@ kpkeys-v6           v6      block + PBA  on        §3.4, §4 (PBA + PPA), §3.6
 kpkeys-v7           v7      PTE only     on        §3.8 (per-allocation set_memory_pkey)
 kpkeys-cred         v6      block + PBA  on        + the cred series' levels (§7.6; S12)
 pks (x86-64)        v6      block + PBA  on        the same on x86 PKS (threats §1.3, §7)
+pks-rfc2 (x86-64)   RFC v2  block + GPC  off       Rick Edgecombe's 2021 series (spec §9)
 none-x86 (x86-64)   —       block        —         the x86 kernel, feature off (pks's baseline)
 ==================  ======  ===========  ========  ==========================================
 
@@ -24,7 +25,14 @@ pkey in bits 62:59 of the direct-map leaf, IA32_PKRS switched by WRMSR
 (``kernel/arch/x86_*.py``, ``kernel/arch/x86.py``).  It is the kpkeys design
 ported to PKS, not Rick Edgecombe's 2021 PKS page-table series (whose
 grouped-page cache, worst-case direct-map table reserve and late ``init_mm``
-walk are not modelled; kpkeys-series.md §9 compares the two).
+walk are modelled by ``pks-rfc2``; kpkeys-series.md §9 compares the two).
+
+``pks-rfc2`` is Rick Edgecombe's "PKS write protected page tables" RFC v2
+(``kernel/arch/x86_pks_pgtables.py``): page tables from a grouped-page cache
+(2 MiB blocks, "GPC" above), direct-map split tables from a reserve sized for
+a fully split direct map, and a late walk of ``init_mm`` that protects every
+table still unprotected (vmemmap, fixmap and boot tables included).  No
+lazy-MMU batching: Rick's series had none.
 
 Batching is part of each series' configuration here (the series batches
 switches per lazy-MMU section, §3.6); scenario S14 measures both batching
@@ -38,7 +46,7 @@ from typing import ClassVar
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.security.defenses.base import Defense, register_defense
 
-__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense", "NoDefenseX86", "Pks"]
+__all__ = ["KpkeysCred", "KpkeysDefense", "NoDefense", "NoDefenseX86", "Pks", "PksRfc2"]
 
 
 @register_defense
@@ -127,3 +135,17 @@ class Pks(KpkeysDefense):
     title: ClassVar[str] = "x86 PKS: kpkeys v6 (block-mapped direct map + PBA) on IA32_PKRS"
     spec: ClassVar[str] = "threats-and-peers.md §1.3, §7 ('pks'); kpkeys-series.md §7.5, §9"
     arch: ClassVar[str] = "x86"
+
+
+@register_defense
+class PksRfc2(KpkeysDefense):
+    """Rick Edgecombe's PKS write-protected page tables, RFC v2 (2021), on x86-64."""
+
+    name: ClassVar[str] = "pks-rfc2"
+    title: ClassVar[str] = (
+        "x86 PKS: Rick Edgecombe's RFC v2 (grouped-page cache, split-table reserve, init_mm walk)"
+    )
+    spec: ClassVar[str] = "kpkeys-series.md §9; threats-and-peers.md §1.3"
+    arch: ClassVar[str] = "x86"
+    series: ClassVar[str] = "pks-rfc2"
+    batching: ClassVar[bool] = False
