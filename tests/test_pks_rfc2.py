@@ -237,7 +237,7 @@ def test_late_walk_leaves_no_unprotected_kernel_table(ram: int) -> None:
 def test_negative_control_without_the_walk_vmemmap_tables_stay_unprotected(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(rfc2, "_kernel_tables", lambda k: [])
+    monkeypatch.setattr(rfc2, "kernel_pgtable_walk", lambda k: iter(()))
     k = _boot()
     unprotected = {p for p in _tables(k) if _pkey(k, p) != 1}
     assert set(k.vmemmap_pgtables) <= unprotected

@@ -21,6 +21,7 @@ from kpkeys_sim.machine.machine import Machine
 if TYPE_CHECKING:
     from kpkeys_sim.kernel.arch.pgtable_api import ArchMm, ArchPgtable
     from kpkeys_sim.kernel.arch.x86_pks_pgtables import PksRfc2
+    from kpkeys_sim.kernel.arch.x86_set_memory import DmapTableSource
     from kpkeys_sim.kernel.cred import CredState
     from kpkeys_sim.kernel.kpkeys.pba import PkeysBlockAllocator
     from kpkeys_sim.kernel.kpkeys.ppa import PkeysPhysmemAllocator
@@ -89,6 +90,9 @@ class Kernel:
         self.ppa: PkeysPhysmemAllocator | None = None
         #: Rick Edgecombe's PKS page tables (``series = "pks-rfc2"``, x86), when installed.
         self.pks_rfc2: PksRfc2 | None = None
+        #: x86 CPA's source of direct-map split tables instead of ``pagetable_alloc``
+        #: (``x86_set_memory.DmapTableSource``; the pks-rfc2 reserve), or None.
+        self.dmap_table_source: DmapTableSource | None = None
         self._init_mm_state()
         self._init_task_state()
 

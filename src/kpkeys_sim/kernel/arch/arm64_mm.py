@@ -14,6 +14,7 @@ from kpkeys_sim.kernel.arch import arm64_tlbflush
 from kpkeys_sim.kernel.kpkeys.core import KPKEYS_PKEY_PGTABLES
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
 from kpkeys_sim.kernel.mm import fixmap, linear_map
+from kpkeys_sim.kernel.mm.page import pfn_runs
 
 if TYPE_CHECKING:
     from kpkeys_sim.kernel.arch.pgtable_api import ArchMm
@@ -36,16 +37,9 @@ def arch_kpkeys_protect_static_pgtables(k: Kernel) -> None:
     g = k.pgt
     swapper_pfn = g.pa_symbol(k.swapper_pg_dir) >> g.PAGE_SHIFT if k.swapper_pg_dir else -1
     skip = {swapper_pfn, *k.fixmap_pgtables}
-    pfns = sorted({p for p in k.static_pgtables if p not in skip})
-    i = 0
-    while i < len(pfns):
-        j = i
-        while j + 1 < len(pfns) and pfns[j + 1] == pfns[j] + 1:
-            j += 1
-        n = j - i + 1
-        ret = linear_map.set_memory_pkey(k, g.va(pfns[i] << g.PAGE_SHIFT), n, KPKEYS_PKEY_PGTABLES)
-        WARN_ON(k, ret, f"arch_kpkeys_protect_static_pgtables: pfn {pfns[i]:#x}+{n}: {ret}")
-        i = j + 1
+    for first, n in pfn_runs(sorted({p for p in k.static_pgtables if p not in skip})):
+        ret = linear_map.set_memory_pkey(k, g.va(first << g.PAGE_SHIFT), n, KPKEYS_PKEY_PGTABLES)
+        WARN_ON(k, ret, f"arch_kpkeys_protect_static_pgtables: pfn {first:#x}+{n}: {ret}")
 
 
 class Arm64Mm:

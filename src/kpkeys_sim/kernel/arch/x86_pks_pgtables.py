@@ -51,9 +51,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kpkeys_sim.kernel.arch.x86_pgtable import _PAGE_PKEY_MASK, _PAGE_PSE, PTE_PFN_MASK
+from kpkeys_sim.kernel.arch.x86_pgtable import _PAGE_PKEY_MASK
 from kpkeys_sim.kernel.arch.x86_set_memory import (
-    DMAP_TABLE_SOURCE,
     lookup_address,
     set_memory_pkey,
 )
@@ -69,6 +68,7 @@ from kpkeys_sim.kernel.kpkeys.hardened_pgtables import (
 from kpkeys_sim.kernel.kpkeys.warn import WARN_ON
 from kpkeys_sim.kernel.mm import gfp as _gfp
 from kpkeys_sim.kernel.mm.memblock import MEMBLOCK_ALLOC_ACCESSIBLE, memblock_phys_alloc_range
+from kpkeys_sim.kernel.mm.page import pfn_runs
 from kpkeys_sim.kernel.mm.page_alloc import (
     SHRINK_BATCH,
     SHRINK_EMPTY,
@@ -78,7 +78,7 @@ from kpkeys_sim.kernel.mm.page_alloc import (
     alloc_pages,
     split_page,
 )
-from kpkeys_sim.kernel.mm.pgtable import ptep_get
+from kpkeys_sim.kernel.mm.pgtable import kernel_pgtable_walk, ptep_get
 
 __all__ = [
     "GPC_BLOCK_ORDER",
@@ -355,27 +355,6 @@ def reserve_page_tables(k: Kernel, reserve: DmapTableReserve) -> int:
     return reserve.reserved
 
 
-def _kernel_tables(k: Kernel) -> list[int]:
-    """pfns of every page table reachable from ``init_mm``'s root (root first, preorder)."""
-    g = k.pgt
-    m = k.machine
-    out: list[int] = []
-
-    def walk(pa: int, level: int) -> None:
-        out.append(pa >> _PAGE_SHIFT)
-        if level == 3:
-            return
-        entries = m.load_table(k.cpu, g.va(pa)).copy()
-        for i in range(len(entries)):
-            d = int(entries[i])
-            if not d & 1 or (level in (1, 2) and d & _PAGE_PSE):
-                continue
-            walk(d & PTE_PFN_MASK, level + 1)
-
-    walk(g.pa_symbol(k.swapper_pg_dir), 0)
-    return out
-
-
 def init_pks_dmap_tables(k: Kernel) -> None:
     """``init_pks_dmap_tables()`` (late initcall): protect the reserve, then walk ``init_mm``.
 
@@ -390,13 +369,14 @@ def init_pks_dmap_tables(k: Kernel) -> None:
     if st is None or not st.installed:
         return
     reserve = st.reserve
-    for first, n in _runs(sorted(reserve.tables_cache)):
+    for first, n in pfn_runs(sorted(reserve.tables_cache)):
         ret = _set_pkey(k, first, n, KPKEYS_PKEY_PGTABLES)
         WARN_ON(k, ret, f"init_pks_dmap_tables: reserve {first:#x}+{n}: {ret}")
     reserve.initialized = True
     fixed = 0
     if not st.skip_walk:
-        for pfn in _kernel_tables(k):
+        for table_pa in kernel_pgtable_walk(k):
+            pfn = table_pa >> _PAGE_SHIFT
             if direct_map_pkey(k, pfn) != KPKEYS_PKEY_PGTABLES:
                 ret = _set_pkey(k, pfn, 1, KPKEYS_PKEY_PGTABLES)
                 WARN_ON(k, ret, f"init_pks_dmap_tables: table {pfn:#x}: {ret}")
@@ -406,16 +386,6 @@ def init_pks_dmap_tables(k: Kernel) -> None:
         f"x86/mm: PKS page tables: {len(reserve.tables_cache)} reserved tables protected, "
         f"{fixed} boot tables protected by the init_mm walk"
     )
-
-
-def _runs(pfns: list[int]) -> list[tuple[int, int]]:
-    out: list[tuple[int, int]] = []
-    for p in pfns:
-        if out and out[-1][0] + out[-1][1] == p:
-            out[-1] = (out[-1][0], out[-1][1] + 1)
-        else:
-            out.append((p, 1))
-    return out
 
 
 # --- installation --------------------------------------------------------------------------------
@@ -494,7 +464,7 @@ def install_pks_rfc2(k: Kernel) -> HardenedPgtables:
     st = PksRfc2()
     k.pks_rfc2 = st
     reserve_page_tables(k, st.reserve)
-    setattr(k, DMAP_TABLE_SOURCE, st.reserve)
+    k.dmap_table_source = st.reserve
     k.mem_init_hooks.append(_pks_rfc2_mem_init)
     k.late_initcalls.append(init_pks_dmap_tables)
     return hp

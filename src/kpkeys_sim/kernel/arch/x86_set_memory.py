@@ -119,7 +119,6 @@ __all__ = [
     "CPA_NO_CHECK_ALIAS",
     "CPA_SPLIT_1G",
     "CPA_SPLIT_2M",
-    "DMAP_TABLE_SOURCE",
     "PG_LEVEL_1G",
     "PG_LEVEL_2M",
     "PG_LEVEL_4K",
@@ -267,16 +266,12 @@ def _take_split_lock(k: Kernel) -> None:
     k.pgtable_split_lock = True
 
 
-#: Attribute of ``k`` holding a :class:`DmapTableSource`, when a feature installs one.
-DMAP_TABLE_SOURCE = "x86_dmap_table_source"
-
-
 class DmapTableSource(Protocol):
     """Where ``split_large_page`` takes its new table from, instead of ``pagetable_alloc``.
 
     Rick Edgecombe's PKS page tables (spec §9, RFC v2 17/19): ``alloc_dmap_table()``
     and ``free_dmap_table()`` on a reserve of tables.  Installed as
-    ``setattr(k, DMAP_TABLE_SOURCE, source)``; absent, CPA uses the v6 15/30
+    ``k.dmap_table_source``; absent (None), CPA uses the v6 15/30
     contract below.
     """
 
@@ -291,7 +286,7 @@ class DmapTableSource(Protocol):
 
 def _split_alloc(k: Kernel, level: int) -> int | None:
     """The split's table, allocated under the v6 15/30 contract; its pfn or None."""
-    source: DmapTableSource | None = getattr(k, DMAP_TABLE_SOURCE, None)
+    source = k.dmap_table_source
     if source is not None:
         _take_split_lock(k)
         try:
@@ -375,7 +370,7 @@ def split_large_page(k: Kernel, kpte: int, level: int, address: int) -> int:
     if base is None:
         return -ENOMEM
     if __split_large_page(k, kpte, level, address, base):
-        source: DmapTableSource | None = getattr(k, DMAP_TABLE_SOURCE, None)
+        source = k.dmap_table_source
         if source is not None:
             pagetable_dtor(k, base, 0)
             source.free_dmap_table(k, base)

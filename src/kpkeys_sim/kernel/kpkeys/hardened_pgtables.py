@@ -272,14 +272,6 @@ def _v5_pgtable_dtor(k: Kernel, pfn: int, order: int, level: str | None) -> None
     kpkeys_unprotect_pgtable_memory(k, pfn, order)
 
 
-def _table_is_next_level(k: Kernel, desc: int, level: int) -> bool:
-    """Not none, not bad, not a leaf: a table descriptor below the last level.
-
-    The table-descriptor test of ``pmd_table`` holds at every upper level.
-    """
-    return level < 3 and k.pgt.pmd_table(desc)
-
-
 def kernel_pgtables_set_pkey(k: Kernel, pkey: int) -> int:
     """``kernel_pgtables_set_pkey(pkey)`` (mm/memory.c, ``__init``; v5 11/18, spec §3.3 step 3).
 
@@ -300,36 +292,19 @@ def kernel_pgtables_set_pkey(k: Kernel, pkey: int) -> int:
     mm = k.init_mm
     if mm.page_table_lock:
         raise KernelBug("BUG: spinlock recursion on init_mm.page_table_lock")
+    from kpkeys_sim.kernel.mm.pgtable import kernel_pgtable_walk
+
     g = k.pgt
-    m = k.machine
-    start = m.geometry.start_level
     swapper_pa = g.pa_symbol(k.swapper_pg_dir)
-    page_shift = g.PAGE_SHIFT
-
-    def set_page_pkey(table_pa: int) -> int:
-        if table_pa == swapper_pa:
-            return 0
-        return _set_memory_pkey(k, table_pa >> page_shift, 1, pkey)
-
-    def walk(table_pa: int, level: int) -> int:
-        err = set_page_pkey(table_pa)
-        if err or level == 3:
-            return err
-        # Entries of the root: swapper_pg_dir is read through its image alias.
-        va = k.swapper_pg_dir if table_pa == swapper_pa else g.va(table_pa)
-        entries = m.load_table(k.cpu, va).copy()
-        for i in range(len(entries)):
-            desc = int(entries[i])
-            if not _table_is_next_level(k, desc, level):
+    mm.page_table_lock = True
+    try:
+        for table_pa in kernel_pgtable_walk(k):
+            if table_pa == swapper_pa:
                 continue
-            err = walk(g.pmd_page_paddr(desc), level + 1)
+            err = _set_memory_pkey(k, table_pa >> g.PAGE_SHIFT, 1, pkey)
             if err:
                 return err
         return 0
-
-    mm.page_table_lock = True
-    try:
-        return walk(swapper_pa, start)
     finally:
         mm.page_table_lock = False
 

@@ -44,6 +44,8 @@ per-frame pointer.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
 
@@ -95,6 +97,7 @@ __all__ = [
     "page_flag_names",
     "page_private",
     "page_to_pfn",
+    "pfn_runs",
     "pfn_to_page",
     "pfn_valid",
     "set_page_private",
@@ -270,6 +273,18 @@ class MemMap:
     def phys_to_pfn(self, phys: int) -> int:
         """``PHYS_PFN(phys)``."""
         return phys >> self.page_shift
+
+
+def pfn_runs(pfns: Iterable[int]) -> list[tuple[int, int]]:
+    """``(first, nr)`` runs of consecutive pfns in sorted ``pfns`` (one call per run
+    for range APIs such as ``set_memory_*``)."""
+    out: list[tuple[int, int]] = []
+    for p in pfns:
+        if out and out[-1][0] + out[-1][1] == p:
+            out[-1] = (out[-1][0], out[-1][1] + 1)
+        else:
+            out.append((p, 1))
+    return out
 
 
 def page_to_pfn(page: int) -> int:

@@ -71,6 +71,7 @@ nothing here.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -98,6 +99,7 @@ __all__ = [
     "__set_pte_nosync",
     "__set_ptes_nosync_array",
     "emit_pte_barriers",
+    "kernel_pgtable_walk",
     "lazy_mmu_active",
     "p4d_clear",
     "p4d_offset",
@@ -652,3 +654,30 @@ def pmd_off_k(k: Kernel, addr: int) -> int:
     """``pmd_off_k(addr)``: the kernel pmd entry of ``addr`` (the upper levels must exist)."""
     pgdp = pgd_offset_k(k, addr)
     return pmd_offset(k, pud_offset(k, p4d_offset(k, pgdp, addr), addr), addr)
+
+
+def kernel_pgtable_walk(k: Kernel) -> Iterator[int]:
+    """Physical address of every page table reachable from ``swapper_pg_dir``, root first.
+
+    A preorder walk over the hardware levels (folded levels have no table of
+    their own), descending into every entry that is a table descriptor
+    (``pmd_table`` holds at every upper level).  A table's entries are read
+    with one checked load — through ``k.swapper_pg_dir`` for the root, the
+    linear-map alias ``__va(phys)`` below — when the walk moves past the
+    table, so a caller may change the table's pkey before its entries are
+    read (as ``kernel_pgtables_set_pkey`` and ``init_pks_dmap_tables`` do).
+    """
+    g = k.pgt
+    m = k.machine
+    swapper_pa = g.pa_symbol(k.swapper_pg_dir)
+
+    def walk(table_pa: int, level: int) -> Iterator[int]:
+        yield table_pa
+        if level == 3:
+            return
+        va = k.swapper_pg_dir if table_pa == swapper_pa else g.va(table_pa)
+        for desc in m.load_table(k.cpu, va).tolist():
+            if g.pmd_table(desc):
+                yield from walk(g.pmd_page_paddr(desc), level + 1)
+
+    return walk(swapper_pa, m.geometry.start_level)
