@@ -325,7 +325,7 @@ def test_cli_exits_1_when_a_case_fails(capsys: pytest.CaptureFixture[str], tmp_p
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--series", "v9"], "bad value 'v9' for '--series': must be one of v5, v6, v7"),
+        (["--series", "v9"], "bad value 'v9' for '--series': must be one of v5, v6, v7, pks-rfc2"),
         (
             ["--page-size", "8192"],
             "bad value '8192' for '--page-size': must be one of 4096, 16384, 65536",

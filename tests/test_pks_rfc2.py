@@ -105,10 +105,26 @@ def test_cli_bad_combination_exits_2(tmp_path: Any) -> None:
     assert code == 2 and "pks-rfc2" in err and err.count("\n") == 1
 
 
-def test_kunit_cli_does_not_know_pks_rfc2_yet() -> None:
-    """The KUnit command's --series list has v5/v6/v7 only: a clean exit-2 error."""
-    code, err = _cli(["kunit", "--arch", "x86", "--series", "pks-rfc2"])
-    assert code == 2 and "pks-rfc2" in err
+def test_kunit_on_pks_rfc2_passes() -> None:
+    """The kpkeys cases run against the 2021 series (x86): all pass, exit 0."""
+    code, _ = _cli(["kunit", "--arch", "x86", "--series", "pks-rfc2"])
+    assert code == 0
+
+
+def test_kunit_vmemmap_case_fails_without_the_late_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Mutation: without the late init_mm walk the vmemmap PMD stays writable."""
+    from kpkeys_sim.kunit.runner import run_kunit
+
+    monkeypatch.setattr(rfc2, "kernel_pgtable_walk", lambda k: iter(()))
+    cfg = KernelConfig(arch="x86", series="pks-rfc2", ram_size=256 * MiB)
+    result = run_kunit(cfg)
+    assert "not ok 4 write_vmemmap_pmd" in result.ktap
+    assert not result.ok
+
+
+def test_kunit_pks_rfc2_on_arm64_is_bad_input() -> None:
+    code, err = _cli(["kunit", "--series", "pks-rfc2"])
+    assert code == 2 and "pks-rfc2" in err and err.count("\n") <= 1
 
 
 # --- boot and the reserve --------------------------------------------------------------------

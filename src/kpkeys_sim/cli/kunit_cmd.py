@@ -28,7 +28,7 @@ from kpkeys_sim.kunit.runner import run_kunit
 
 __all__ = ["kunit", "run_kunit", "select_config"]
 
-_SERIES = ("v5", "v6", "v7")
+_SERIES = ("v5", "v6", "v7", "pks-rfc2")
 _ARCHES = ("arm64", "x86")
 _PAGE_SIZES = (4096, 16384, 65536)
 
@@ -47,7 +47,9 @@ def select_config(
     changes: dict[str, object] = {}
     if series is not None:
         if series not in _SERIES:
-            raise ToolError(f"bad value {series!r} for '--series': must be one of v5, v6, v7")
+            raise ToolError(
+                f"bad value {series!r} for '--series': must be one of v5, v6, v7, pks-rfc2"
+            )
         changes["series"] = series
     if arch is not None:
         if arch not in _ARCHES:
@@ -93,7 +95,11 @@ def _json(result: KunitResult) -> str:
 
 
 @click.command()
-@click.option("--series", metavar="v5|v6|v7", help="Series version (overrides the config).")
+@click.option(
+    "--series",
+    metavar="v5|v6|v7|pks-rfc2",
+    help="Series version (overrides the config); pks-rfc2 (x86): the 2021 PKS page tables.",
+)
 @click.option(
     "--config",
     "config_file",

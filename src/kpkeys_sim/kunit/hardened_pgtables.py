@@ -99,6 +99,7 @@ __all__ = [
     "kpkeys_hardened_pgtables_v5_suite",
     "kpkeys_hardened_pgtables_v6_suite",
     "kpkeys_hardened_pgtables_v7_suite",
+    "pks_rfc2_suite",
 ]
 
 #: ``KBUILD_MODNAME`` of ``mm/tests/kpkeys_hardened_pgtables_kunit.c`` (the ``# module:`` line).
@@ -376,6 +377,17 @@ def kpkeys_hardened_pgtables_v7_suite() -> KunitSuite:
     return _v6_v7_suite(_v7_write_direct_map_pgtables, KUNIT_CASE(write_vmemmap_pmd))
 
 
+def pks_rfc2_suite() -> KunitSuite:
+    """Rick Edgecombe's 2021 PKS page tables (``series = "pks-rfc2"``, x86).
+
+    That series' own tests are not ported; the model runs the kpkeys cases
+    against it: v6's ``write_direct_map_pgtables`` (its direct map keeps large
+    pages, split on demand by CPA) and v7's ``write_vmemmap_pmd`` (its late
+    ``init_mm`` walk protects the vmemmap tables).
+    """
+    return _v6_v7_suite(_v6_write_direct_map_pgtables, KUNIT_CASE(write_vmemmap_pmd))
+
+
 # --- the model's positive suite ------------------------------------------------------------
 
 
@@ -423,7 +435,9 @@ def freed_pgtable_writable(test: Kunit) -> None:
     write; ``pte_free_kernel`` gives it back (v5: the dtor resets the pkey; v6
     noblock and v7: ``kpkeys_pgtable_free`` resets it).  The v6 PBA caches
     freed pages with their pkey: they refuse the write until its shrinker
-    releases them; the case then writes a page the shrinker released.
+    releases them; the case then writes a page the shrinker released.  The
+    pks-rfc2 grouped-page cache likewise, and its shrinker (no block
+    awareness) releases any cached page, this one included.
     """
     from kpkeys_sim.kernel.kpkeys.pba import pba_enabled, pba_shrink, pba_state
     from kpkeys_sim.kernel.mm.pgalloc import pte_alloc_one_kernel, pte_free_kernel
@@ -439,7 +453,16 @@ def freed_pgtable_writable(test: Kunit) -> None:
     ret = copy_to_kernel_nofault(k, va, _u64(0))
     KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, "Write to an in-use page table wasn't prevented")
     pte_free_kernel(k, pfn)
-    if k.config.series == "v6" and pba_enabled(k):
+    if k.pks_rfc2 is not None:
+        from kpkeys_sim.kernel.arch.x86_pks_pgtables import gpc_shrink_scan
+
+        gpc = k.pks_rfc2.gpc
+        KUNIT_EXPECT_TRUE_MSG(test, pfn in gpc.free_list, "Freed PTP not in the grouped cache")
+        ret = copy_to_kernel_nofault(k, va, _u64(0))
+        KUNIT_EXPECT_EQ_MSG(test, ret, -EFAULT, "Write to a cached page table wasn't prevented")
+        gpc_shrink_scan(k, gpc, len(gpc.free_list))
+        KUNIT_ASSERT_EQ(test, int(mem_map.refcount[pfn - mem_map.base_pfn]), 0)
+    elif k.config.series == "v6" and pba_enabled(k):
         pba = pba_state(k)
         KUNIT_EXPECT_TRUE_MSG(test, pfn in pba.cached_list, "Freed PTP not cached by the PBA")
         ret = copy_to_kernel_nofault(k, va, _u64(0))
@@ -505,6 +528,7 @@ SUITES = {
     "v5": kpkeys_hardened_pgtables_v5_suite,
     "v6": kpkeys_hardened_pgtables_v6_suite,
     "v7": kpkeys_hardened_pgtables_v7_suite,
+    "pks-rfc2": pks_rfc2_suite,
 }
 #: The positive suite.
 POSITIVE_SUITE = kpkeys_hardened_pgtables_positive_suite
