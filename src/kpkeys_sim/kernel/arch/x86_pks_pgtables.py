@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from kpkeys_sim.kernel.arch.x86_pgtable import _PAGE_PKEY_MASK
+from kpkeys_sim.kernel.arch.x86_pgtable_types import _PAGE_PKEY_MASK
 from kpkeys_sim.kernel.arch.x86_set_memory import (
     lookup_address,
     set_memory_pkey,
