@@ -9,9 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from tests.cli_helpers import run_cli
 
-from kpkeys_sim.cli import main
 from kpkeys_sim.errors import ToolError
 from kpkeys_sim.kernel.arch import x86_pks_pgtables as rfc2
 from kpkeys_sim.kernel.arch.x86_pgtable import _PAGE_PSE, PTE_PFN_MASK
@@ -88,14 +87,9 @@ def test_config_pks_rfc2_is_x86_only() -> None:
 
 
 def _cli(args: list[str]) -> tuple[int, str]:
-    runner = CliRunner()
-    code: Any = None
-    with runner.isolation() as (_out, err, _):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), err.getvalue().decode()
+    """(exit status, stderr) of the CLI run in-process."""
+    code, _out, err = run_cli(args)
+    return code, err
 
 
 def test_cli_bad_combination_exits_2(tmp_path: Any) -> None:

@@ -9,31 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
+from tests.cli_helpers import run_cli
 
 from kpkeys_sim.analysis import mainjob
 from kpkeys_sim.analysis.mainjob import MARKER, STAGES, MainJobOptions, run_main_job
 from kpkeys_sim.analysis.store import ResultStore
-from kpkeys_sim.cli import main
 from kpkeys_sim.cli.run_cmd import _run_with_progress
 from kpkeys_sim.kernel.config import DEFAULT_CONFIG, load_config
 from kpkeys_sim.security.campaign import DEFAULT_CAMPAIGN_TRIALS
 
 PREFIX = "kpkeys-sim: error: "
 FILES = ["config.toml", "report.html", "results.json", "results.sqlite"]
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    """Run ``kpkeys_sim.cli.main`` in-process: (exit status, stdout, stderr)."""
-    runner = CliRunner()
-    code: Any = None
-    with runner.isolation() as (out, err, _):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), out.getvalue().decode(), err.getvalue().decode()
 
 
 def listing(d: Path) -> list[str]:

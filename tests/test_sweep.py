@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
 from rich.console import Console
+from tests.cli_helpers import run_cli
 
 from kpkeys_sim.analysis.store import ResultStore, config_hash
 from kpkeys_sim.analysis.sweep import load_spec, local_executors, run_sweep
-from kpkeys_sim.cli import main
 from kpkeys_sim.cli.sweep_cmd import _run
 from kpkeys_sim.kernel.config import KernelConfig
 
@@ -49,18 +48,6 @@ def crashy_point(config: KernelConfig, params: dict[str, Any]) -> dict[str, Any]
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def run_cli(args: list[str]) -> tuple[int, str, str]:
-    """Run ``kpkeys_sim.cli.main`` in-process: (exit status, stdout, stderr)."""
-    runner = CliRunner()
-    code: Any = None
-    with runner.isolation() as (out, err, _):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), out.getvalue().decode(), err.getvalue().decode()
 
 
 def write(path: Path, text: str) -> Path:

@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
-from click.testing import CliRunner
+from tests.cli_helpers import run_cli
 
 from kpkeys_sim.analysis.bench import TARGET_ARCH, Row, resolve_benchmarks, run_matrix
-from kpkeys_sim.cli import main
 from kpkeys_sim.kernel.config import KernelConfig
 from kpkeys_sim.security.campaign import ATTACK_BASE_CONFIG, boot_env, run_campaign, run_cell
 from kpkeys_sim.security.defenses import make_defense
@@ -114,20 +113,9 @@ def test_pks_column_is_deterministic_for_a_seed(pks_campaign: dict[str, Any]) ->
 # --- kpkeys-sim kunit --arch x86 ---------------------------------------------------------------
 
 
-def _cli(args: list[str]) -> tuple[int, str, str]:
-    runner = CliRunner()
-    code: Any = None
-    with runner.isolation() as (out, err, _):
-        try:
-            main(args)
-        except SystemExit as exc:
-            code = exc.code
-    return int(code or 0), out.getvalue().decode(), err.getvalue().decode()
-
-
 @pytest.mark.parametrize("series", ["v6", "v5"])
 def test_kunit_on_x86_passes(series: str) -> None:
-    code, out, err = _cli(["kunit", "--arch", "x86", "--series", series])
+    code, out, err = run_cli(["kunit", "--arch", "x86", "--series", series])
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0] == "KTAP version 1" and lines[1] == "1..2"
@@ -145,7 +133,7 @@ def test_kunit_on_x86_passes(series: str) -> None:
     ],
 )
 def test_kunit_bad_arch_input_is_one_line_exit_2(args: list[str], named: str) -> None:
-    code, out, err = _cli(["kunit", *args])
+    code, out, err = run_cli(["kunit", *args])
     assert (code, out) == (2, "")
     assert err.startswith("kpkeys-sim: error: ") and named in err
     assert err.count("\n") == 1
@@ -183,7 +171,7 @@ def test_kernel_bug_control_v5_with_rodata_full_boots(tmp_path: Path) -> None:
     """Negative control: v5 with rodata=full (no recursive split) boots and its suites pass."""
     cfg = tmp_path / "v5.toml"
     cfg.write_text(f'series = "v5"\nrodata_full = true\nram_size = {256 << 20}\n')
-    code, out, err = _cli(["kunit", "--config", str(cfg)])
+    code, out, err = run_cli(["kunit", "--config", str(cfg)])
     assert (code, err) == (0, "")
     assert out.splitlines()[-1].startswith("ok 2 ")
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
+from kpkeys_sim.kernel.mm.tlbflush import flush_range_pages, mm_of
 
 __all__ = [
     "__flush_tlb_kernel_pgtable",
@@ -29,10 +30,6 @@ __all__ = [
     "flush_tlb_range",
     "local_flush_tlb_all",
 ]
-
-
-def _mm_of(x: vm_area_struct | mm_struct) -> mm_struct:
-    return x.vm_mm if isinstance(x, vm_area_struct) else x
 
 
 def flush_tlb_all(k: Kernel) -> None:
@@ -49,20 +46,13 @@ def local_flush_tlb_all(k: Kernel) -> None:
     flush_tlb_all(k)
 
 
-def _pages(k: Kernel, start: int, end: int) -> tuple[int, int, int]:
-    g = k.pgt
-    start &= g.PAGE_MASK
-    end = (end + g.PAGE_SIZE - 1) & g.PAGE_MASK
-    return start, end, max(0, (end - start) >> g.PAGE_SHIFT)
-
-
 def flush_tlb_kernel_range(k: Kernel, start: int, end: int) -> None:
     """``flush_tlb_kernel_range(start, end)``: invalidate kernel VAs ``[start, end)``.
 
     ``DSB ISHST``; ``TLBI VAALE1IS`` per page; ``DSB ISH``; ``ISB``.  At
     ``MAX_DVM_OPS`` pages or more: :func:`flush_tlb_all`.
     """
-    start, end, pages = _pages(k, start, end)
+    start, end, pages = flush_range_pages(k, start, end)
     g = k.pgt
     if pages >= g.MAX_DVM_OPS:
         flush_tlb_all(k)
@@ -103,8 +93,8 @@ def flush_tlb_range(k: Kernel, vma_or_mm: vm_area_struct | mm_struct, start: int
     ``MAX_DVM_OPS`` pages or more: :func:`flush_tlb_mm`.  Accepts the VMA (as
     Linux) or its mm.
     """
-    mm = _mm_of(vma_or_mm)
-    start, end, pages = _pages(k, start, end)
+    mm = mm_of(vma_or_mm)
+    start, end, pages = flush_range_pages(k, start, end)
     if pages >= k.pgt.MAX_DVM_OPS:
         flush_tlb_mm(k, mm)
         return
@@ -118,7 +108,7 @@ def flush_tlb_range(k: Kernel, vma_or_mm: vm_area_struct | mm_struct, start: int
 
 def flush_tlb_page(k: Kernel, vma: vm_area_struct | mm_struct, uaddr: int) -> None:
     """``flush_tlb_page(vma, uaddr)``: ``DSB ISHST; TLBI VALE1IS, uaddr|ASID; DSB ISH``."""
-    mm = _mm_of(vma)
+    mm = mm_of(vma)
     m = k.machine
     m.dsb()
     m.tlbi_va(uaddr & k.pgt.PAGE_MASK, mm.context_id)

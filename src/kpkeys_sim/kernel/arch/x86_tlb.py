@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from kpkeys_sim.kernel.kernel import Kernel
 from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
+from kpkeys_sim.kernel.mm.tlbflush import flush_range_pages, mm_of
 from kpkeys_sim.machine.events import declare_event
 
 __all__ = [
@@ -72,16 +73,9 @@ def local_flush_tlb_all(k: Kernel) -> None:
     k.machine.tlbi_all()
 
 
-def _pages(k: Kernel, start: int, end: int) -> tuple[int, int, int]:
-    g = k.pgt
-    start &= g.PAGE_MASK
-    end = (end + g.PAGE_SIZE - 1) & g.PAGE_MASK
-    return start, end, max(0, (end - start) >> g.PAGE_SHIFT)
-
-
 def flush_tlb_kernel_range(k: Kernel, start: int, end: int) -> None:
     """``flush_tlb_kernel_range(start, end)``: INVLPG per page on every CPU, or a global flush."""
-    start, end, pages = _pages(k, start, end)
+    start, end, pages = flush_range_pages(k, start, end)
     if pages > tlb_single_page_flush_ceiling:
         flush_tlb_all(k)
         return
@@ -97,10 +91,6 @@ def __flush_tlb_kernel_pgtable(k: Kernel, addr: int) -> None:
     flush_tlb_kernel_range(k, addr, addr + k.pgt.PAGE_SIZE)
 
 
-def _mm_of(x: vm_area_struct | mm_struct) -> mm_struct:
-    return x.vm_mm if isinstance(x, vm_area_struct) else x
-
-
 def _mm_remote_cpus(k: Kernel, mm: mm_struct) -> int:
     me = k.cpu.cpu_id
     return sum(1 for c in k.machine.cpus if c.cpu_id != me and c.ttbr0 == mm.pgd_phys)
@@ -108,7 +98,7 @@ def _mm_remote_cpus(k: Kernel, mm: mm_struct) -> int:
 
 def flush_tlb_mm_range(k: Kernel, mm: mm_struct, start: int, end: int) -> None:
     """``flush_tlb_mm_range(mm, start, end, PAGE_SHIFT, ...)``: per page or the whole PCID."""
-    start, end, pages = _pages(k, start, end)
+    start, end, pages = flush_range_pages(k, start, end)
     m = k.machine
     if pages > tlb_single_page_flush_ceiling:
         m.tlbi_asid(mm.context_id)
@@ -127,10 +117,10 @@ def flush_tlb_mm(k: Kernel, mm: mm_struct) -> None:
 
 def flush_tlb_range(k: Kernel, vma_or_mm: vm_area_struct | mm_struct, start: int, end: int) -> None:
     """``flush_tlb_range(vma, start, end)``."""
-    flush_tlb_mm_range(k, _mm_of(vma_or_mm), start, end)
+    flush_tlb_mm_range(k, mm_of(vma_or_mm), start, end)
 
 
 def flush_tlb_page(k: Kernel, vma: vm_area_struct | mm_struct, uaddr: int) -> None:
     """``flush_tlb_page(vma, uaddr)``: one page."""
     page = uaddr & k.pgt.PAGE_MASK
-    flush_tlb_mm_range(k, _mm_of(vma), page, page + k.pgt.PAGE_SIZE)
+    flush_tlb_mm_range(k, mm_of(vma), page, page + k.pgt.PAGE_SIZE)

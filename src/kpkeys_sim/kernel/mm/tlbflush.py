@@ -13,13 +13,31 @@ from kpkeys_sim.kernel.mm.mm_types import mm_struct, vm_area_struct
 
 __all__ = [
     "__flush_tlb_kernel_pgtable",
+    "flush_range_pages",
     "flush_tlb_all",
     "flush_tlb_kernel_range",
     "flush_tlb_mm",
     "flush_tlb_page",
     "flush_tlb_range",
     "local_flush_tlb_all",
+    "mm_of",
 ]
+
+
+def flush_range_pages(k: Kernel, start: int, end: int) -> tuple[int, int, int]:
+    """``[start, end)`` widened to whole pages: (start, end, number of pages).
+
+    Shared by the architectures' range flushes.
+    """
+    g = k.pgt
+    start &= g.PAGE_MASK
+    end = (end + g.PAGE_SIZE - 1) & g.PAGE_MASK
+    return start, end, max(0, (end - start) >> g.PAGE_SHIFT)
+
+
+def mm_of(x: vm_area_struct | mm_struct) -> mm_struct:
+    """The mm of a flush's ``vma`` argument (Linux passes the VMA; the model also takes the mm)."""
+    return x.vm_mm if isinstance(x, vm_area_struct) else x
 
 
 def flush_tlb_all(k: Kernel) -> None:
